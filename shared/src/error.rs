@@ -1,0 +1,36 @@
+//! The one error type of `gitseal-shared`.
+
+/// Errors of the pure core. Messages say what this layer was doing and never contain plaintext
+/// or key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The value could not be opened: wrong key, wrong scope, tampered or corrupted bytes. The
+    /// step that failed is deliberately not said (see STYLE §7).
+    #[error("no key could decrypt the value (wrong key, wrong scope, or the value was altered)")]
+    DecryptionFailed,
+    /// The value is structurally too short to be a sealed value.
+    #[error("sealed value is too short ({len} bytes); it was truncated or is not a sealed value")]
+    TooShort { len: usize },
+    /// The value is neither of the two known formats.
+    #[error("not a sealed value: neither the kubeseal format nor gitseal's age format")]
+    UnknownFormat,
+    #[error("value is not valid standard base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("encryption failed: {0}")]
+    Encrypt(&'static str),
+    #[error("invalid scope {0:?}: expected strict, namespace-wide or cluster-wide")]
+    InvalidScope(String),
+    #[error("{0}")]
+    MissingTarget(String),
+    #[error("invalid public key: {0}")]
+    InvalidKey(&'static str),
+    #[error("no recipients: give at least one certificate or age recipient")]
+    NoRecipients,
+    #[error("{0}")]
+    Manifest(String),
+    #[error("{0}")]
+    Rewrite(#[from] crate::manifest::rewrite::RewriteError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

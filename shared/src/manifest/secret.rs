@@ -1,0 +1,125 @@
+//! Plain Kubernetes Secrets: the input of sealing and the output of unsealing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Map, Value};
+
+use crate::value::{decode_base64, encode_base64};
+use crate::{Error, Result, SecretBytes};
+
+/// Annotations that may carry a plaintext copy of the object and are dropped at seal time
+/// (Bitnami issue #227).
+pub const LAST_APPLIED_ANNOTATIONS: [&str; 2] =
+    ["kubectl.kubernetes.io/last-applied-configuration", "kubecfg.ksonnet.io/last-applied-configuration"];
+
+/// A Secret with its values decoded. Values zeroize on drop and never show in `Debug`.
+#[derive(Debug, Clone, Default)]
+pub struct PlainSecret {
+    pub metadata: ObjectMeta,
+    pub type_: Option<String>,
+    pub immutable: Option<bool>,
+    pub data: BTreeMap<String, SecretBytes>,
+}
+
+impl PlainSecret {
+    /// Read a `v1/Secret` manifest value: `data` (base64) merged with `stringData` (which wins,
+    /// as the API server does). Anything that is not a Secret is an error naming what it is.
+    pub fn from_value(doc: &Value) -> Result<PlainSecret> {
+        let kind = doc.get("kind").and_then(Value::as_str);
+        let api = doc.get("apiVersion").and_then(Value::as_str);
+        if kind != Some("Secret") || api.is_some_and(|a| a != "v1") {
+            return Err(Error::Manifest(format!(
+                "expected a v1 Secret, found {} ({}): gitseal seals Secret manifests",
+                kind.unwrap_or("an object without kind"),
+                api.unwrap_or("no apiVersion")
+            )));
+        }
+        let metadata: ObjectMeta = match doc.get("metadata") {
+            Some(m) => serde_json::from_value(m.clone())
+                .map_err(|e| Error::Manifest(format!("malformed Secret metadata: {e}")))?,
+            None => ObjectMeta::default(),
+        };
+        let who = metadata.name.clone().unwrap_or_default();
+        let mut data = BTreeMap::new();
+        for (key, v) in string_map(doc.get("data"), &who, "data")? {
+            let bytes = decode_base64(v).map_err(|e| {
+                Error::Manifest(format!(
+                    "Secret {who}: data[{key}] is not valid base64 ({e}); put plain text under stringData instead"
+                ))
+            })?;
+            data.insert(key.clone(), SecretBytes::new(bytes));
+        }
+        for (key, v) in string_map(doc.get("stringData"), &who, "stringData")? {
+            data.insert(key.clone(), SecretBytes::from(v.as_bytes()));
+        }
+        Ok(PlainSecret {
+            metadata,
+            type_: doc.get("type").and_then(Value::as_str).map(str::to_string),
+            immutable: doc.get("immutable").and_then(Value::as_bool),
+            data,
+        })
+    }
+
+    /// The `v1/Secret` manifest, values base64-encoded. The returned value holds plaintext:
+    /// callers print it and drop it.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("apiVersion".into(), "v1".into());
+        obj.insert("kind".into(), "Secret".into());
+        obj.insert("metadata".into(), serde_json::to_value(&self.metadata).unwrap_or(Value::Null));
+        if let Some(t) = &self.type_ {
+            obj.insert("type".into(), t.clone().into());
+        }
+        if let Some(i) = self.immutable {
+            obj.insert("immutable".into(), i.into());
+        }
+        let data: Map<String, Value> =
+            self.data.iter().map(|(k, v)| (k.clone(), encode_base64(v.expose()).into())).collect();
+        obj.insert("data".into(), Value::Object(data));
+        Value::Object(obj)
+    }
+}
+
+fn string_map<'a>(v: Option<&'a Value>, who: &str, field: &str) -> Result<Vec<(&'a String, &'a str)>> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k, s)),
+                None => Err(Error::Manifest(format!("Secret {who}: {field}[{k}] must be a string"))),
+            })
+            .collect(),
+        Some(_) => Err(Error::Manifest(format!("Secret {who}: {field} must be a mapping of strings"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_data_wins_over_data_like_the_api_server() {
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"a": "b2xk", "b": "Yg=="}, "stringData": {"a": "new"}});
+        let s = PlainSecret::from_value(&doc).unwrap();
+        assert_eq!(s.data["a"].expose(), b"new");
+        assert_eq!(s.data["b"].expose(), b"b");
+    }
+
+    #[test]
+    fn wrong_base64_names_the_key_but_not_the_value() {
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"password": "not base64!"}});
+        let err = PlainSecret::from_value(&doc).unwrap_err().to_string();
+        assert!(err.contains("data[password]") && !err.contains("not base64!"), "{err}");
+    }
+
+    #[test]
+    fn a_config_map_is_rejected_by_kind() {
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}});
+        let err = PlainSecret::from_value(&doc).unwrap_err().to_string();
+        assert!(err.contains("found ConfigMap"), "{err}");
+    }
+}
