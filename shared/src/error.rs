@@ -29,6 +29,16 @@ pub enum Error {
     NoRecipients,
     #[error("{0}")]
     Manifest(String),
+    /// Some items of a SealedSecret open with no key. Names the items, never the step.
+    #[error(
+        "no key could decrypt {} ({}): wrong key, wrong namespace/name/scope, or the value was altered",
+        if .0.len() == 1 { "item" } else { "items" },
+        .0.join(", ")
+    )]
+    Undecryptable(Vec<String>),
+    /// `template.data` could not be rendered.
+    #[error("{0}")]
+    Template(String),
     #[error("{0}")]
     Rewrite(#[from] crate::manifest::rewrite::RewriteError),
 }

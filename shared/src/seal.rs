@@ -185,11 +185,7 @@ pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unseal
         }
     }
     if !failed.is_empty() {
-        return Err(Error::Manifest(format!(
-            "no key could decrypt {} ({}): wrong key, wrong namespace/name/scope, or the value was altered",
-            if failed.len() == 1 { "item" } else { "items" },
-            failed.join(", ")
-        )));
+        return Err(Error::Undecryptable(failed));
     }
 
     let template = ss.spec.template.clone().unwrap_or_default();
@@ -217,23 +213,73 @@ pub fn render_template(key: &str, tmpl: &str, values: &BTreeMap<String, SecretBy
     while let Some(start) = rest.find("{{") {
         out.extend_from_slice(&rest.as_bytes()[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| Error::Manifest(format!("template.data[{key}]: unclosed {{{{")))?;
+        let end = after.find("}}").ok_or_else(|| Error::Template(format!("template.data[{key}]: unclosed {{{{")))?;
         let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
         let item = if let Some(name) = action.strip_prefix('.') {
             name.to_string()
         } else if let Some(args) = action.strip_prefix("index . ") {
             args.trim().trim_matches('"').to_string()
         } else {
-            return Err(Error::Manifest(format!(
+            return Err(Error::Template(format!(
                 "template.data[{key}]: unsupported template action {{{{ {action} }}}}: gitseal renders {{{{ .item }}}} and {{{{ index . \"item\" }}}}"
             )));
         };
         let v = values
             .get(&item)
-            .ok_or_else(|| Error::Manifest(format!("template.data[{key}] refers to missing item {item:?}")))?;
+            .ok_or_else(|| Error::Template(format!("template.data[{key}] refers to missing item {item:?}")))?;
         out.extend_from_slice(v.expose());
         rest = &after[end + 2..];
     }
     out.extend_from_slice(rest.as_bytes());
     Ok(SecretBytes::new(out))
+}
+
+/// The result of re-sealing a SealedSecret for new recipients.
+#[derive(Debug)]
+pub struct Resealed {
+    /// New sealed values, item name → base64.
+    pub encrypted_data: BTreeMap<String, String>,
+    /// Keys that opened the old values.
+    pub old_key_ids: BTreeSet<KeyId>,
+    /// The new key-id annotation value.
+    pub key_id_annotation: String,
+    pub private_ops: u32,
+}
+
+/// Open every `encryptedData` item with `keys` and seal it again for `recipients`, for the
+/// same target. The template (including `template.data`) is left as it is, unlike Bitnami's
+/// `/v1/rotate`, which flattens rendered templates into encrypted items.
+pub fn reseal(ss: &SealedSecretObject, keys: &[&DecryptionKey], recipients: &RecipientSet) -> Result<Resealed> {
+    let target = target_of(ss)?;
+    let ordered = value::order_by_hints(keys, &key_hints(ss));
+    let mut encrypted_data = BTreeMap::new();
+    let mut old_key_ids = BTreeSet::new();
+    let mut private_ops = 0;
+    let mut failed = Vec::new();
+    for (item, text) in &ss.spec.encrypted_data {
+        match open_item(&ordered, &target, item, text) {
+            Ok(opened) => {
+                private_ops += opened.private_ops;
+                old_key_ids.insert(opened.key_id);
+                encrypted_data
+                    .insert(item.clone(), encode_base64(&recipients.seal(&target, opened.plaintext.expose())?));
+            }
+            Err(Error::DecryptionFailed) => failed.push(item.clone()),
+            Err(Error::TooShort { len }) => {
+                return Err(Error::Manifest(format!(
+                    "encryptedData[{item}] is truncated ({len} bytes) or not a sealed value"
+                )));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::Undecryptable(failed));
+    }
+    Ok(Resealed {
+        encrypted_data,
+        old_key_ids,
+        key_id_annotation: KeyId::join(recipients.key_ids().cloned()),
+        private_ops,
+    })
 }

@@ -1,0 +1,234 @@
+//! Flags → resolved configuration. Every flag is also an environment variable
+//! (`GITSEAL_<FLAG>`, upper case, `-` → `_`); the command line wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gitseal_keys::policy::RenewPolicy;
+use time::OffsetDateTime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gitseal-controller",
+    version,
+    about = "Turns SealedSecrets into Secrets, owns and renews the sealing keys, and audits every unseal",
+    after_help = "Every flag can also be set as an environment variable: GITSEAL_<FLAG>, e.g. GITSEAL_KEY_RENEW_PERIOD=720h."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions as YAML (both groups unless one is named).
+    Crd {
+        /// Only this group's CRD: gitseal (gitseal.dev/v1) or bitnami (bitnami.com/v1alpha1).
+        group: Option<gitseal_shared::types::ApiGroup>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Namespace holding the key Secrets and the leader Lease (default: $POD_NAMESPACE, else the
+    /// service-account namespace, else gitseal-system).
+    #[arg(long, env = "GITSEAL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated); all namespaces when empty.
+    #[arg(long, env = "GITSEAL_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Also serve bitnami.com/v1alpha1 SealedSecrets and load Bitnami's key Secrets, so a cluster
+    /// switches from Bitnami's controller with nothing re-sealed.
+    #[arg(long, env = "GITSEAL_BITNAMI_COMPAT")]
+    pub bitnami_compat: bool,
+    /// generateName prefix of new key Secrets.
+    #[arg(long, env = "GITSEAL_KEY_PREFIX", default_value = "gitseal-key-")]
+    pub key_prefix: String,
+    /// RSA key size of new keys.
+    #[arg(long, env = "GITSEAL_KEY_SIZE", default_value_t = 4096)]
+    pub key_size: usize,
+    /// Validity of new certificates.
+    #[arg(long, env = "GITSEAL_KEY_TTL", default_value = "87600h", value_parser = humantime::parse_duration)]
+    pub key_ttl: Duration,
+    /// Common name of new certificates (empty DN by default, like Bitnami).
+    #[arg(long, env = "GITSEAL_MY_CN", default_value = "")]
+    pub my_cn: String,
+    /// Make a new key this often; 0 disables renewal.
+    #[arg(long, env = "GITSEAL_KEY_RENEW_PERIOD", default_value = "720h", value_parser = humantime::parse_duration)]
+    pub key_renew_period: Duration,
+    /// Keys created before this time (RFC 3339) are never used for sealing: a new one is made at start.
+    #[arg(long, env = "GITSEAL_KEY_CUTOFF_TIME")]
+    pub key_cutoff_time: Option<String>,
+    /// Concurrent reconciles (each may spend RSA private operations).
+    #[arg(long, env = "GITSEAL_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+    /// Address of the HTTP API (/v1/cert.pem, /v1/verify, /v1/rotate, /v1/recipients, probes).
+    #[arg(long, env = "GITSEAL_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, env = "GITSEAL_METRICS_ADDR", default_value = "0.0.0.0:8081")]
+    pub metrics_addr: SocketAddr,
+    /// Requests per second each client may make to /v1/verify and /v1/rotate.
+    #[arg(long, env = "GITSEAL_RATE_LIMIT", default_value_t = 2.0)]
+    pub rate_limit: f64,
+    /// Burst allowed above the rate limit.
+    #[arg(long, env = "GITSEAL_RATE_LIMIT_BURST", default_value_t = 4)]
+    pub rate_limit_burst: u32,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "GITSEAL_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Turn off the unauthenticated /v1/verify and /v1/rotate (keep only cert, recipients, probes).
+    #[arg(long, env = "GITSEAL_DISABLE_LEGACY_ENDPOINTS")]
+    pub disable_legacy_endpoints: bool,
+    /// Where audit records go: '-' for stdout, or a file (appended, chain resumed).
+    #[arg(long, env = "GITSEAL_AUDIT_LOG", default_value = "-")]
+    pub audit_log: String,
+    /// Take a coordination.k8s.io Lease before reconciling, so several replicas are safe.
+    #[arg(long, env = "GITSEAL_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "GITSEAL_LEASE_NAME", default_value = "gitseal-controller")]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal.
+    #[arg(long, env = "GITSEAL_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity (default: $POD_NAME, else the host name).
+    #[arg(long, env = "GITSEAL_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, env = "GITSEAL_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. info or gitseal_controller=debug.
+    #[arg(long, env = "GITSEAL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// The resolved configuration every module reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub namespace: String,
+    pub namespaces: Vec<String>,
+    pub bitnami_compat: bool,
+    pub key_prefix: String,
+    pub key_size: usize,
+    pub key_ttl: time::Duration,
+    pub my_cn: String,
+    pub renew: RenewPolicy,
+    pub workers: u16,
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub rate_limit: f64,
+    pub rate_limit_burst: u32,
+    pub max_body_bytes: usize,
+    pub disable_legacy_endpoints: bool,
+    pub audit_log: Option<PathBuf>,
+    pub leader_elect: bool,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub identity: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+impl RunArgs {
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let namespace = self
+            .namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .or_else(|| std::fs::read_to_string(SA_NAMESPACE_FILE).ok().map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| "gitseal-system".into());
+        let identity = self
+            .pod_name
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+            .unwrap_or_else(|| "gitseal-controller".into());
+        if !matches!(self.key_size, 2048 | 3072 | 4096 | 8192) {
+            bail!("--key-size {} is not supported: use 2048, 3072, 4096 or 8192", self.key_size);
+        }
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        let cutoff = match &self.key_cutoff_time {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(parse_time(s).with_context(|| format!("--key-cutoff-time {s:?}"))?),
+        };
+        let period = (!self.key_renew_period.is_zero())
+            .then(|| time::Duration::try_from(self.key_renew_period))
+            .transpose()
+            .context("--key-renew-period is too large")?;
+        Ok(Config {
+            namespace,
+            namespaces: self.namespaces.into_iter().filter(|s| !s.is_empty()).collect(),
+            bitnami_compat: self.bitnami_compat,
+            key_prefix: self.key_prefix,
+            key_size: self.key_size,
+            key_ttl: time::Duration::try_from(self.key_ttl).context("--key-ttl is too large")?,
+            my_cn: self.my_cn,
+            renew: RenewPolicy { period, cutoff },
+            workers: self.workers,
+            listen_addr: self.listen_addr,
+            metrics_addr: self.metrics_addr,
+            rate_limit: self.rate_limit,
+            rate_limit_burst: self.rate_limit_burst.max(1),
+            max_body_bytes: self.max_body_bytes,
+            disable_legacy_endpoints: self.disable_legacy_endpoints,
+            audit_log: (self.audit_log != "-").then(|| PathBuf::from(self.audit_log)),
+            leader_elect: self.leader_elect,
+            lease_name: self.lease_name,
+            lease_duration: self.lease_duration,
+            identity,
+            log_format: self.log_format,
+            log_level: self.log_level,
+        })
+    }
+}
+
+/// RFC 3339, or RFC 1123Z as Bitnami's `--key-cutoff-time` takes (`date -R`).
+fn parse_time(s: &str) -> anyhow::Result<OffsetDateTime> {
+    use time::format_description::well_known::{Rfc2822, Rfc3339};
+    OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| OffsetDateTime::parse(s, &Rfc2822))
+        .context("expected RFC 3339 (2026-01-02T15:04:05Z) or RFC 1123Z (Mon, 02 Jan 2026 15:04:05 +0000)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn zero_renew_period_disables_renewal_and_cutoff_accepts_both_time_forms() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--key-renew-period",
+            "0s",
+            "--key-cutoff-time",
+            "Mon, 02 Jan 2026 15:04:05 +0000",
+        ])
+        .unwrap();
+        let c = cli.run.resolve().unwrap();
+        assert_eq!(c.renew.period, None);
+        assert!(c.renew.cutoff.is_some());
+        let cli = Cli::try_parse_from(["x", "--key-cutoff-time", "2026-01-02T15:04:05Z"]).unwrap();
+        assert!(cli.run.resolve().unwrap().renew.cutoff.is_some());
+    }
+}

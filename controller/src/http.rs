@@ -1,0 +1,254 @@
+//! The HTTP API, Bitnami-compatible so the real `kubeseal` works unchanged:
+//! `GET /v1/cert.pem`, `POST /v1/verify` (200 / 409), `POST /v1/rotate`, plus
+//! `GET /v1/recipients`, `/healthz`, `/readyz`; `/metrics` on its own listener.
+//!
+//! verify and rotate are rate-limited per client and bounded in body size; they answer
+//! failures to decrypt with one opaque message. These endpoints cannot know who calls them
+//! (the API server's service proxy strips credentials): `--disable-legacy-endpoints` turns
+//! them off, leaving the authenticated aggregated API.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gitseal_shared::audit::Outcome as AuditOutcome;
+use gitseal_shared::manifest::{OutputFormat, write_documents};
+
+use crate::Shared;
+use crate::audit::{AuditLog, object_of};
+use crate::metrics::Endpoint;
+use crate::service::{ServiceError, parse_body, rotate, verify};
+
+/// Token buckets per client address.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+const MAX_TRACKED_CLIENTS: usize = 65_536;
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+        RateLimiter { rate, burst: f64::from(burst), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Take one token for `client`; false when it is over its rate.
+    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= MAX_TRACKED_CLIENTS && !b.contains_key(&client) {
+            // Forget idle clients (a full bucket is the same as no entry).
+            let (rate, burst) = (self.rate, self.burst);
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = b.entry(client).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/cert.pem", get(cert))
+        .route("/v1/recipients", get(recipients));
+    if !shared.config.disable_legacy_endpoints {
+        app = app.route("/v1/verify", post(verify_handler)).route("/v1/rotate", post(rotate_handler));
+    }
+    app.layer(DefaultBodyLimit::max(shared.config.max_body_bytes)).with_state(shared)
+}
+
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move {
+                crate::keys::update_key_metrics(&s);
+                (
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    s.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(shared)
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    match s.readiness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+async fn cert(State(s): State<Arc<Shared>>) -> Response {
+    match s.registry.latest() {
+        Some(k) => {
+            s.metrics.api(Endpoint::Cert, "ok");
+            ([(header::CONTENT_TYPE, "application/x-pem-file")], k.pair.cert.pem().to_string()).into_response()
+        }
+        None => {
+            s.metrics.api(Endpoint::Cert, "no_keys");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot get certificate: no sealing key is loaded yet\n")
+                .into_response()
+        }
+    }
+}
+
+async fn recipients(State(s): State<Arc<Shared>>) -> Response {
+    let Some(k) = s.registry.latest() else {
+        s.metrics.api(Endpoint::Recipients, "no_keys");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no sealing key is loaded yet\n").into_response();
+    };
+    let Some(r) = k.decryption.age_recipient() else {
+        s.metrics.api(Endpoint::Recipients, "no_age_key");
+        return (StatusCode::NOT_FOUND, "the sealing key has no age identity (a Bitnami key); use /v1/cert.pem\n")
+            .into_response();
+    };
+    s.metrics.api(Endpoint::Recipients, "ok");
+    let created = k.not_before().map(gitseal_keys::cert::fmt_time).unwrap_or_default();
+    let body = format!("# gitseal sealing key {} (created {created})\n{r}\n", k.id());
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn client_of(headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
+fn service_error(e: &ServiceError) -> (StatusCode, &'static str) {
+    match e {
+        ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        ServiceError::CannotDecrypt => (StatusCode::CONFLICT, "cannot_decrypt"),
+        ServiceError::NoKeys => (StatusCode::SERVICE_UNAVAILABLE, "no_keys"),
+        ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "error"),
+    }
+}
+
+async fn verify_handler(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = client_of(&headers, peer);
+    if !s.rate_limiter.allow(client, Instant::now()) {
+        s.metrics.api(Endpoint::Verify, "rate_limited");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down\n").into_response();
+    }
+    let ss = match parse_body(&body) {
+        Ok(ss) => ss,
+        Err(e) => {
+            s.metrics.api(Endpoint::Verify, "bad_request");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let result = verify(&s, &ss);
+    let mut rec =
+        AuditLog::record("Verify", if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
+    rec.object = Some(object_of(&ss));
+    rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
+    match result {
+        Ok(ids) => {
+            rec.key_id = Some(gitseal_shared::KeyId::join(ids));
+            s.audit.write(rec);
+            s.metrics.api(Endpoint::Verify, "ok");
+            (StatusCode::OK, "OK\n").into_response()
+        }
+        Err(e) => {
+            let (code, label) = service_error(&e);
+            rec.reason = Some(label.into());
+            s.audit.write(rec);
+            s.metrics.api(Endpoint::Verify, label);
+            (code, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+async fn rotate_handler(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = client_of(&headers, peer);
+    if !s.rate_limiter.allow(client, Instant::now()) {
+        s.metrics.api(Endpoint::Rotate, "rate_limited");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down\n").into_response();
+    }
+    let ss = match parse_body(&body) {
+        Ok(ss) => ss,
+        Err(e) => {
+            s.metrics.api(Endpoint::Rotate, "bad_request");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let result = rotate(&s, &ss);
+    let mut rec =
+        AuditLog::record("Rotate", if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
+    rec.object = Some(object_of(&ss));
+    rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
+    match result {
+        Ok((rotated, old)) => {
+            rec.key_id = s.registry.latest().map(|k| k.id().to_string());
+            rec.message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old)));
+            s.audit.write(rec);
+            s.metrics.api(Endpoint::Rotate, "ok");
+            let json = serde_json::to_value(&rotated).unwrap_or_default();
+            let yaml_wanted =
+                headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("yaml"));
+            let (body, ctype) = if yaml_wanted {
+                (write_documents(&[json], OutputFormat::Yaml).unwrap_or_default(), "application/yaml")
+            } else {
+                (write_documents(&[json], OutputFormat::Json).unwrap_or_default(), "application/json")
+            };
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            resp
+        }
+        Err(e) => {
+            let (code, label) = service_error(&e);
+            rec.reason = Some(label.into());
+            s.audit.write(rec);
+            s.metrics.api(Endpoint::Rotate, label);
+            (code, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rate_limiter_allows_the_burst_then_refills_at_the_rate() {
+        let rl = RateLimiter::new(2.0, 2);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(rl.allow(ip, t0));
+        assert!(rl.allow(ip, t0));
+        assert!(!rl.allow(ip, t0));
+        assert!(rl.allow(ip, t0 + Duration::from_millis(600)));
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(rl.allow(other, t0), "buckets are per client");
+    }
+}

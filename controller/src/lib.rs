@@ -1,0 +1,195 @@
+//! gitseal-controller: watches SealedSecrets (gitseal.dev/v1, and bitnami.com/v1alpha1 with
+//! `--bitnami-compat`) and keeps the matching Secrets true to Git; holds, loads and renews the
+//! sealing keys; serves the Bitnami-compatible HTTP API; audits every unseal and key operation.
+//!
+//! Shape: [`decide`] is the pure decision, [`reconcile`] fetches and applies it, [`registry`]
+//! holds keys that [`keys`] loads and renews, [`http`] serves the API and [`metrics`], [`leader`]
+//! makes several replicas safe, [`audit`] writes the hash-chained trail. `main.rs` only wires.
+
+pub mod audit;
+pub mod config;
+pub mod crd;
+pub mod decide;
+pub mod http;
+pub mod keys;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod registry;
+pub mod service;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use gitseal_shared::audit::Outcome as AuditOutcome;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Everything the tasks of the controller share.
+pub struct Shared {
+    pub client: kube::Client,
+    pub config: Config,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub audit: AuditLog,
+    pub recorder: Recorder,
+    pub rate_limiter: http::RateLimiter,
+    pub revoked: reconcile::RevokedSet,
+    /// True once the key watch has listed the key Secrets.
+    pub keys_synced: watch::Sender<bool>,
+    /// SealedSecret watches not yet synced (leader only).
+    pub watches_pending: AtomicI64,
+    pub leading: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).field("registry", &self.registry).finish()
+    }
+}
+
+impl Shared {
+    /// Ready means: keys listed, a key loaded, and (when leading) every watch synced.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !*self.keys_synced.borrow() {
+            return Err("key Secrets not listed yet");
+        }
+        if self.registry.latest().is_none() {
+            return Err("no sealing key loaded");
+        }
+        if self.leading.load(Ordering::SeqCst) && self.watches_pending.load(Ordering::SeqCst) > 0 {
+            return Err("SealedSecret watches not synced");
+        }
+        Ok(())
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Run the controller until SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (no in-cluster config and no usable KUBECONFIG)")?;
+    let audit = AuditLog::open(config.audit_log.as_deref(), &config.identity).context("cannot open the audit log")?;
+    let reporter = Reporter { controller: "gitseal-controller".into(), instance: Some(config.identity.clone()) };
+    let shared = Arc::new(Shared {
+        recorder: Recorder::new(client.clone(), reporter),
+        rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
+        client,
+        registry: Registry::default(),
+        metrics: Metrics::default(),
+        audit,
+        revoked: reconcile::RevokedSet::default(),
+        keys_synced: watch::channel(false).0,
+        watches_pending: AtomicI64::new(0),
+        leading: AtomicBool::new(false),
+        config,
+    });
+    let mut rec = AuditLog::record("ControllerStarted", AuditOutcome::Success);
+    rec.message = Some(format!("namespace {}", shared.config.namespace));
+    shared.audit.write(rec);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::net::TcpListener::bind(shared.config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", shared.config.listen_addr))?;
+    let metrics = tokio::net::TcpListener::bind(shared.config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", shared.config.metrics_addr))?;
+    let api_app = http::router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let api_server = axum::serve(api, api_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let metrics_server =
+        axum::serve(metrics, http::metrics_router(shared.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let servers = tokio::spawn(async move {
+        let (a, m) = tokio::join!(api_server, metrics_server);
+        a.and(m)
+    });
+    tokio::spawn(keys::watch_keys(shared.clone()));
+    tracing::info!(listen = %shared.config.listen_addr, metrics = %shared.config.metrics_addr, identity = %shared.config.identity, "gitseal-controller started");
+
+    let result = lead_and_work(shared.clone(), shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    match servers.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("gitseal-controller stopped");
+    result
+}
+
+async fn lead_and_work(shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let lock = shared.config.leader_elect.then(|| {
+        leader::LeaseLock::new(
+            shared.client.clone(),
+            &shared.config.namespace,
+            &shared.config.lease_name,
+            &shared.config.identity,
+            shared.config.lease_duration,
+        )
+    });
+    if let Some(lock) = &lock {
+        tracing::info!(lease = %shared.config.lease_name, "waiting for leadership (standby serves the certificate)");
+        tokio::select! {
+            () = lock.acquire() => {}
+            () = &mut shutdown => return Ok(()),
+        }
+        tracing::info!("became leader");
+    }
+    shared.leading.store(true, Ordering::SeqCst);
+    shared.metrics.leader.set(1);
+    let mut rec = AuditLog::record("LeadershipAcquired", AuditOutcome::Success);
+    rec.message = Some(shared.config.identity.clone());
+    shared.audit.write(rec);
+
+    let renewal = tokio::spawn(keys::renewal_loop(shared.clone()));
+    let work = reconcile::controllers(shared.clone()).for_each(|()| async {});
+    let keep = async {
+        match &lock {
+            Some(l) => l.keep().await,
+            None => futures::future::pending::<()>().await,
+        }
+    };
+    let result = tokio::select! {
+        () = work => Err(anyhow::anyhow!("the controller streams ended unexpectedly")),
+        () = keep => Err(anyhow::anyhow!("lost the leader Lease; exiting so a standby takes over")),
+        () = &mut shutdown => Ok(()),
+    };
+    renewal.abort();
+    shared.leading.store(false, Ordering::SeqCst);
+    shared.metrics.leader.set(0);
+    if let Some(lock) = &lock {
+        lock.release().await;
+    }
+    result
+}

@@ -1,0 +1,204 @@
+//! Prometheus metrics. Labels are bounded: every label value comes from an exhaustive match to
+//! a `&'static str`, never from object names. Counters with labels are initialized at zero, so
+//! dashboards and alerts see them before the first error (Bitnami #543).
+
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::decide::{Outcome, Reason};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Endpoint {
+    Cert,
+    Verify,
+    Rotate,
+    Recipients,
+    AggregatedVerify,
+    AggregatedReseal,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub endpoint: Endpoint,
+    pub outcome: &'static str,
+}
+
+/// Every metric family of the controller, registered on one registry.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<OutcomeLabels, Counter>,
+    pub unseal_errors: Family<ReasonLabels, Counter>,
+    pub unseal_duration: Histogram,
+    pub private_key_ops: Counter,
+    pub keys_loaded: Family<StateLabels, Gauge>,
+    pub latest_key_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub reconciles_in_flight: Gauge,
+    pub revoked_sealed_secrets: Gauge,
+    pub api_requests: Family<ApiLabels, Counter>,
+    pub leader: Gauge,
+}
+
+pub const OUTCOMES: [&str; 4] = ["in_sync", "unsealed", "drift_reverted", "failed"];
+pub const REASONS: [Reason; 7] = [
+    Reason::DecryptFailed,
+    Reason::KeyRevoked,
+    Reason::InvalidSealedSecret,
+    Reason::TemplateFailed,
+    Reason::SecretNotOwned,
+    Reason::SecretImmutable,
+    Reason::NoKeys,
+];
+
+pub fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::InSync => "in_sync",
+        Outcome::Unsealed => "unsealed",
+        Outcome::DriftReverted => "drift_reverted",
+        Outcome::Failed(_) => "failed",
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gitseal");
+        let m = Metrics {
+            reconciles: Family::default(),
+            unseal_errors: Family::default(),
+            unseal_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            private_key_ops: Counter::default(),
+            keys_loaded: Family::default(),
+            latest_key_age_seconds: Gauge::default(),
+            reconciles_in_flight: Gauge::default(),
+            revoked_sealed_secrets: Gauge::default(),
+            api_requests: Family::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        for o in OUTCOMES {
+            let _ = m.reconciles.get_or_create(&OutcomeLabels { outcome: o });
+        }
+        for r in REASONS {
+            let _ = m.unseal_errors.get_or_create(&ReasonLabels { reason: r.metric_label() });
+        }
+        for s in ["active", "retired", "revoked"] {
+            let _ = m.keys_loaded.get_or_create(&StateLabels { state: s });
+        }
+        registry.register("reconciles", "SealedSecret reconciles by outcome", m.reconciles.clone());
+        registry.register(
+            "unseal_errors",
+            "SealedSecrets that could not become Secrets, by reason",
+            m.unseal_errors.clone(),
+        );
+        registry.register(
+            "unseal_duration_seconds",
+            "Time to decide and apply one SealedSecret",
+            m.unseal_duration.clone(),
+        );
+        registry.register(
+            "private_key_operations",
+            "RSA private-key operations spent on unsealing, wrong keys included",
+            m.private_key_ops.clone(),
+        );
+        registry.register("keys", "Sealing keys loaded, by state", m.keys_loaded.clone());
+        registry.register(
+            "latest_key_age_seconds",
+            "Age of the newest active sealing key",
+            m.latest_key_age_seconds.clone(),
+        );
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now (work queue depth)",
+            m.reconciles_in_flight.clone(),
+        );
+        registry.register(
+            "sealed_secrets_on_revoked_keys",
+            "SealedSecrets whose last reconcile failed because their key is revoked",
+            m.revoked_sealed_secrets.clone(),
+        );
+        registry.register("api_requests", "HTTP API requests by endpoint and outcome", m.api_requests.clone());
+        registry.register("leader", "1 when this replica holds the leader Lease", m.leader.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Text exposition for `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Count one reconcile and time it until the guard drops.
+    pub fn reconcile_started(&self) -> ReconcileGuard<'_> {
+        self.reconciles_in_flight.inc();
+        ReconcileGuard { metrics: self, start: Instant::now() }
+    }
+
+    pub fn record(&self, outcome: Outcome, private_ops: u32) {
+        self.reconciles.get_or_create(&OutcomeLabels { outcome: outcome_label(outcome) }).inc();
+        if let Outcome::Failed(r) = outcome {
+            self.unseal_errors.get_or_create(&ReasonLabels { reason: r.metric_label() }).inc();
+        }
+        self.private_key_ops.inc_by(u64::from(private_ops));
+    }
+
+    pub fn api(&self, endpoint: Endpoint, outcome: &'static str) {
+        self.api_requests.get_or_create(&ApiLabels { endpoint, outcome }).inc();
+    }
+}
+
+/// Records the reconcile duration and the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct ReconcileGuard<'a> {
+    metrics: &'a Metrics,
+    start: Instant,
+}
+
+impl Drop for ReconcileGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.reconciles_in_flight.dec();
+        self.metrics.unseal_duration.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_counters_exist_at_zero_before_any_event() {
+        let m = Metrics::default();
+        let text = m.encode();
+        assert!(text.contains("gitseal_unseal_errors_total{reason=\"decrypt_failed\"} 0"), "{text}");
+        assert!(text.contains("gitseal_reconciles_total{outcome=\"drift_reverted\"} 0"), "{text}");
+        m.record(Outcome::Failed(Reason::KeyRevoked), 3);
+        let text = m.encode();
+        assert!(text.contains("gitseal_unseal_errors_total{reason=\"key_revoked\"} 1"), "{text}");
+        assert!(text.contains("gitseal_private_key_operations_total 3"), "{text}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Reconcile: fetch the inputs, [`decide`](crate::decide::decide), apply the decision.
+//!
+//! One controller runs per API group (and per watched namespace); each owns the Secrets it
+//! produces (watched as metadata only, so a direct edit or delete triggers a repair) and
+//! re-runs every object when the key registry changes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use gitseal_shared::audit::Outcome as AuditOutcome;
+use gitseal_shared::types::{ApiGroup, SealedSecretObject};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio_stream::wrappers::WatchStream;
+
+use crate::Shared;
+use crate::audit::{AuditLog, now_rfc3339, object_of};
+use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read Secret {0}: {1}")]
+    GetSecret(String, #[source] kube::Error),
+    #[error("cannot apply Secret {0}: {1}")]
+    Apply(String, #[source] kube::Error),
+    #[error("cannot update status of {0}: {1}")]
+    Status(String, #[source] kube::Error),
+}
+
+/// Objects whose last reconcile failed with KeyRevoked (for the gauge).
+#[derive(Debug, Default)]
+pub struct RevokedSet(Mutex<HashSet<String>>);
+
+impl RevokedSet {
+    fn set(&self, key: String, revoked: bool) -> usize {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if revoked {
+            s.insert(key);
+        } else {
+            s.remove(&key);
+        }
+        s.len()
+    }
+}
+
+pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Result<Action, Error> {
+    if ss.metadata.deletion_timestamp.is_some() {
+        // The Secret goes with it through its owner reference.
+        return Ok(Action::await_change());
+    }
+    let _timer = shared.metrics.reconcile_started();
+    let group = ApiGroup::of(&ss).unwrap_or_default();
+    let ns = ss.namespace().unwrap_or_default();
+    let name = ss.name_any();
+    let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
+    let existing = secrets.get_opt(&name).await.map_err(|e| Error::GetSecret(format!("{ns}/{name}"), e))?;
+
+    let usable = shared.registry.usable();
+    let revoked = shared.registry.revoked_ids();
+    let now = now_rfc3339();
+    // RSA private operations are CPU work: keep them off the async worker threads' hot path.
+    let decision = tokio::task::block_in_place(|| {
+        let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
+        decide(&Inputs { ss: &ss, group, keys: &keys, revoked: &revoked, existing: existing.as_ref(), now: &now })
+    });
+    shared.metrics.record(decision.outcome, decision.private_ops);
+    let revoked_count =
+        shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
+    shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));
+
+    let mut apply_error = None;
+    if let Some(secret) = &decision.apply {
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        if let Err(e) = secrets.patch(&name, &pp, &Patch::Apply(secret)).await {
+            apply_error = Some(e);
+        }
+    }
+    match apply_error {
+        None => {
+            audit(&shared, &ss, &decision);
+            publish(&shared, &ss, group, &decision).await;
+            write_status(&shared, &ss, group, &decision).await?;
+        }
+        Some(e) => {
+            let mut rec = AuditLog::record("Unseal", AuditOutcome::Failure);
+            rec.object = Some(object_of(&ss));
+            rec.reason = Some("ApplyFailed".into());
+            rec.message = Some(e.to_string());
+            shared.audit.write(rec);
+            return Err(Error::Apply(format!("{ns}/{name}"), e));
+        }
+    }
+    Ok(match decision.outcome {
+        // Keys may arrive later (a restore); registry changes re-run everything anyway.
+        Outcome::Failed(_) => Action::requeue(Duration::from_secs(600)),
+        _ => Action::await_change(),
+    })
+}
+
+fn audit(shared: &Shared, ss: &SealedSecretObject, d: &Decision) {
+    let (action, outcome) = match d.outcome {
+        Outcome::InSync => return,
+        Outcome::Unsealed => ("Unseal", AuditOutcome::Success),
+        Outcome::DriftReverted => ("DriftRepair", AuditOutcome::Success),
+        Outcome::Failed(_) => ("Unseal", AuditOutcome::Failure),
+    };
+    let mut rec = AuditLog::record(action, outcome);
+    rec.object = Some(object_of(ss));
+    if !d.key_ids.is_empty() {
+        rec.key_id = Some(gitseal_shared::KeyId::join(d.key_ids.iter().cloned()));
+    }
+    if let Outcome::Failed(r) = d.outcome {
+        rec.reason = Some(r.as_str().into());
+        rec.message = Some(d.message.clone());
+    }
+    shared.audit.write(rec);
+}
+
+async fn publish(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup, d: &Decision) {
+    let Some(ev) = &d.event else { return };
+    let event = Event {
+        type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+        reason: ev.reason.into(),
+        note: Some(ev.note.chars().take(1000).collect()),
+        action: "Unseal".into(),
+        secondary: None,
+    };
+    let reference = ss.object_ref(&group.api_resource());
+    if let Err(e) = shared.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup, d: &Decision) -> Result<(), Error> {
+    let Some(status) = &d.status else { return Ok(()) };
+    let ns = ss.namespace().unwrap_or_default();
+    let name = ss.name_any();
+    let api: Api<SealedSecretObject> = Api::namespaced_with(shared.client.clone(), &ns, &group.api_resource());
+    let patch = serde_json::json!({ "status": status });
+    match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to report on.
+        Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
+        Err(e) => Err(Error::Status(format!("{ns}/{name}"), e)),
+    }
+}
+
+pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, _shared: Arc<Shared>) -> Action {
+    tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// The controllers for every served group and namespace, merged into one stream to drive.
+pub fn controllers(shared: Arc<Shared>) -> impl Stream<Item = ()> + Send {
+    let mut groups = vec![ApiGroup::Gitseal];
+    if shared.config.bitnami_compat {
+        groups.push(ApiGroup::Bitnami);
+    }
+    let namespaces: Vec<Option<String>> = if shared.config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        shared.config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut streams = Vec::new();
+    for group in groups {
+        for ns in &namespaces {
+            streams.push(one_controller(shared.clone(), group, ns.clone()).boxed());
+        }
+    }
+    futures::stream::select_all(streams)
+}
+
+fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> impl Stream<Item = ()> + Send {
+    let ar = group.api_resource();
+    let client = shared.client.clone();
+    let (ss_api, secret_api): (Api<SealedSecretObject>, Api<Secret>) = match ns.as_deref() {
+        Some(ns) => (Api::namespaced_with(client.clone(), ns, &ar), Api::namespaced(client, ns)),
+        None => (Api::all_with(client.clone(), &ar), Api::all(client)),
+    };
+    let key_changes = WatchStream::from_changes(shared.registry.subscribe()).map(|_| ());
+    let controller = Controller::new_with(ss_api, watcher::Config::default().any_semantic(), ar)
+        .owns_with(secret_api, (), watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")))
+        .with_config(ControllerConfig::default().concurrency(shared.config.workers))
+        .reconcile_all_on(key_changes);
+    let store = controller.store();
+    let synced = shared.clone();
+    shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            synced.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    controller.run(reconcile, error_policy, shared).map(|res| {
+        if let Err(e) = res {
+            match e {
+                kube::runtime::controller::Error::ObjectNotFound(_) => tracing::debug!(error = %e, "object gone"),
+                other => tracing::warn!(error = %other, "controller error"),
+            }
+        }
+    })
+}
