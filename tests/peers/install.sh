@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go test peers gitseal is tested against and caches them by version:
-#   kube-apiserver + etcd (the real control plane of the test harness),
+#   kube-apiserver + kube-controller-manager + etcd (the real control plane of the test harness),
 #   kubeseal + the Bitnami controller (compatibility), age (multi-recipient format), helm (chart checks).
 #
 # Usage: tests/peers/install.sh [--print-dir]
@@ -25,6 +25,9 @@ fi
 mkdir -p "$cache"
 
 log() { printf '[peers] %s\n' "$*" >&2; }
+
+# An interrupted build must not leave its temporary directory behind.
+trap 'rm -rf "$cache"/.build.*' EXIT
 
 # have DIR BIN... : true when every binary already exists in DIR.
 have() {
@@ -60,7 +63,11 @@ k8s_ldflags() {
 }
 
 build_kube_apiserver() {
-  (cd "$here/kube-apiserver" && go build -ldflags "$(k8s_ldflags)" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  local ldflags
+  ldflags=$(k8s_ldflags)
+  (cd "$here/kube-apiserver" &&
+    go build -ldflags "$ldflags" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver &&
+    go build -ldflags "$ldflags" -o "$out/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager)
 }
 build_etcd() {
   (cd "$here/etcd" && go build -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
@@ -84,7 +91,7 @@ want=${GITSEAL_PEERS:-etcd kube-apiserver sealed-secrets age helm}
 for peer in $want; do
   case $peer in
     etcd) have "$cache/etcd-$ETCD_VERSION" etcd || build_into "$cache/etcd-$ETCD_VERSION" build_etcd ;;
-    kube-apiserver) have "$cache/kube-apiserver-$K8S_VERSION" kube-apiserver || build_into "$cache/kube-apiserver-$K8S_VERSION" build_kube_apiserver ;;
+    kube-apiserver) have "$cache/kube-apiserver-$K8S_VERSION" kube-apiserver kube-controller-manager || build_into "$cache/kube-apiserver-$K8S_VERSION" build_kube_apiserver ;;
     sealed-secrets) have "$cache/sealed-secrets-$SEALED_SECRETS_VERSION" kubeseal controller || build_into "$cache/sealed-secrets-$SEALED_SECRETS_VERSION" install_sealed_secrets ;;
     age) have "$cache/age-$AGE_VERSION" age age-keygen || build_into "$cache/age-$AGE_VERSION" install_age ;;
     helm) have "$cache/helm-$HELM_VERSION" helm || build_into "$cache/helm-$HELM_VERSION" install_helm ;;
@@ -96,6 +103,7 @@ done
 cat > "$cache/peers.env" <<ENV
 GITSEAL_ETCD=$cache/etcd-$ETCD_VERSION/etcd
 GITSEAL_KUBE_APISERVER=$cache/kube-apiserver-$K8S_VERSION/kube-apiserver
+GITSEAL_KUBE_CONTROLLER_MANAGER=$cache/kube-apiserver-$K8S_VERSION/kube-controller-manager
 GITSEAL_KUBESEAL=$cache/sealed-secrets-$SEALED_SECRETS_VERSION/kubeseal
 GITSEAL_BITNAMI_CONTROLLER=$cache/sealed-secrets-$SEALED_SECRETS_VERSION/controller
 GITSEAL_BITNAMI_CRD=$cache/sealed-secrets-$SEALED_SECRETS_VERSION/bitnami.com_sealedsecrets.yaml

@@ -1,0 +1,80 @@
+//! Runs the test control plane (and optional addons) until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use gitseal_tests::playground::{Addon, Playground};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Start a real kube-apiserver + etcd on loopback, print `export KUBECONFIG=…`, wait for Ctrl-C.
+///
+/// Needs the peers built by tests/peers/install.sh.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Also run this next to the control plane (repeatable).
+    #[arg(long = "with", value_enum)]
+    with: Vec<AddonArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AddonArg {
+    /// Bitnami's sealed-secrets CRD and controller, in kube-system.
+    Bitnami,
+}
+
+impl From<AddonArg> for Addon {
+    fn from(a: AddonArg) -> Self {
+        match a {
+            AddonArg::Bitnami => Addon::Bitnami,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        // kube logs each failed /readyz probe of the start-up as an ERROR; expected here.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gitseal-playground: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let addons: Vec<Addon> = cli.with.iter().copied().map(Addon::from).collect();
+    let playground = tokio::select! {
+        p = Playground::start(&addons) => p?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = term.recv() => return Ok(()),
+    };
+    print!("{}", playground.instructions());
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    eprintln!("gitseal-playground: stopping");
+    drop(playground);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

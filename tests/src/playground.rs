@@ -1,0 +1,85 @@
+//! `gitseal-playground`: the test control plane in the foreground, for trying things by hand.
+//!
+//! [`Playground::start`] starts a private [`ControlPlane`] plus the requested [`Addon`]s and
+//! [`Playground::instructions`] tells a person how to use them. Dropping it stops everything.
+//!
+//! Extension point: [`Addon`] lists what can run next to the control plane. The issue that adds
+//! gitseal's own controller and CRDs adds its variant there (and its arm in `start`); until then
+//! there is deliberately no placeholder for it.
+
+use std::fmt::Write as _;
+
+use crate::{
+    ControlPlane, Peer, Result,
+    bitnami::{BitnamiController, BitnamiOptions, Scope},
+    install_crds_yaml,
+};
+
+/// Something to run next to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Addon {
+    /// Bitnami's CRD and controller (namespace `kube-system`, all namespaces, as its chart does).
+    Bitnami,
+}
+
+/// A running control plane with its addons.
+#[derive(Debug)]
+pub struct Playground {
+    // Declared first so it stops before the control plane.
+    bitnami: Option<BitnamiController>,
+    plane: ControlPlane,
+}
+
+impl Playground {
+    /// Starts the control plane, then each addon in order.
+    pub async fn start(addons: &[Addon]) -> Result<Self> {
+        let plane = ControlPlane::start().await?;
+        let mut bitnami = None;
+        for addon in addons {
+            match addon {
+                Addon::Bitnami => {
+                    let crd = std::fs::read_to_string(Peer::BitnamiCrd.path()?)
+                        .map_err(|e| crate::Error::io("reading the Bitnami CRD", e))?;
+                    install_crds_yaml(&plane.client()?, &crd).await?;
+                    let mut options = BitnamiOptions::new("kube-system");
+                    options.scope = Scope::AllNamespaces;
+                    bitnami = Some(BitnamiController::start(&plane, options).await?);
+                }
+            }
+        }
+        Ok(Self { bitnami, plane })
+    }
+
+    /// The control plane.
+    pub fn control_plane(&self) -> &ControlPlane {
+        &self.plane
+    }
+
+    /// What to paste into a shell, and where the logs are.
+    pub fn instructions(&self) -> String {
+        let p = &self.plane;
+        let mut out = format!(
+            "# control plane ready in {:.1?}: kube-apiserver {}, etcd {}\n\
+             # logs, certificates and kubeconfigs: {}\n\
+             export KUBECONFIG={}\n",
+            p.startup_time(),
+            p.server_url(),
+            p.etcd_url(),
+            p.dir().display(),
+            p.kubeconfig_path().display(),
+        );
+        if let Some(b) = &self.bitnami {
+            let _ = write!(
+                out,
+                "# Bitnami controller in {} (log {}):\n\
+                 #   kubeseal --cert {} -o yaml < secret.yaml\n",
+                b.namespace(),
+                b.process().log_path().display(),
+                b.cert_url(),
+            );
+        }
+        out.push_str("# Ctrl-C or SIGTERM stops everything and removes the directory.\n");
+        out
+    }
+}
