@@ -106,12 +106,41 @@ pub struct RunArgs {
     /// This replica's identity (default: $POD_NAME, else the host name).
     #[arg(long, env = "GITSEAL_POD_NAME")]
     pub pod_name: Option<String>,
+    /// Address of the authenticated aggregated API (api.gitseal.dev/v1, HTTPS), served through
+    /// the kube-apiserver by an APIService; off when not set.
+    #[arg(long, env = "GITSEAL_AGGREGATED_ADDR", requires_all = ["aggregated_tls_cert", "aggregated_tls_key"])]
+    pub aggregated_addr: Option<SocketAddr>,
+    /// Serving certificate (PEM) of the aggregated API; its CA goes in the APIService's caBundle.
+    #[arg(long, env = "GITSEAL_AGGREGATED_TLS_CERT")]
+    pub aggregated_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the aggregated API's serving certificate.
+    #[arg(long, env = "GITSEAL_AGGREGATED_TLS_KEY")]
+    pub aggregated_tls_key: Option<PathBuf>,
+    /// CA that signs the kube-apiserver's front-proxy client certificate. Default: read from
+    /// the ConfigMap kube-system/extension-apiserver-authentication, as every extension API
+    /// server does.
+    #[arg(long, env = "GITSEAL_REQUESTHEADER_CLIENT_CA_FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names allowed for the front-proxy client certificate (comma-separated; empty =
+    /// any certificate the CA signed). Default: from the same ConfigMap.
+    #[arg(long, env = "GITSEAL_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
     /// Log format on stderr.
     #[arg(long, env = "GITSEAL_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Log filter, e.g. info or gitseal_controller=debug.
     #[arg(long, env = "GITSEAL_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// Settings of the authenticated aggregated API.
+#[derive(Debug, Clone)]
+pub struct AggregatedConfig {
+    pub addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    pub allowed_names: Vec<String>,
 }
 
 /// The resolved configuration every module reads.
@@ -137,6 +166,7 @@ pub struct Config {
     pub lease_name: String,
     pub lease_duration: Duration,
     pub identity: String,
+    pub aggregated: Option<AggregatedConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -191,6 +221,16 @@ impl RunArgs {
             lease_name: self.lease_name,
             lease_duration: self.lease_duration,
             identity,
+            aggregated: match (self.aggregated_addr, self.aggregated_tls_cert, self.aggregated_tls_key) {
+                (Some(addr), Some(tls_cert), Some(tls_key)) => Some(AggregatedConfig {
+                    addr,
+                    tls_cert,
+                    tls_key,
+                    client_ca_file: self.requestheader_client_ca_file,
+                    allowed_names: self.requestheader_allowed_names.into_iter().filter(|s| !s.is_empty()).collect(),
+                }),
+                _ => None,
+            },
             log_format: self.log_format,
             log_level: self.log_level,
         })

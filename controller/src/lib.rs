@@ -6,6 +6,7 @@
 //! holds keys that [`keys`] loads and renews, [`http`] serves the API and [`metrics`], [`leader`]
 //! makes several replicas safe, [`audit`] writes the hash-chained trail. `main.rs` only wires.
 
+pub mod aggregated;
 pub mod audit;
 pub mod config;
 pub mod crd;
@@ -133,6 +134,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (a, m) = tokio::join!(api_server, metrics_server);
         a.and(m)
     });
+    if let Some(agg) = shared.config.aggregated.clone() {
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = aggregated::serve(shared, agg, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "aggregated API stopped");
+            }
+        });
+    }
     tokio::spawn(keys::watch_keys(shared.clone()));
     tracing::info!(listen = %shared.config.listen_addr, metrics = %shared.config.metrics_addr, identity = %shared.config.identity, "gitseal-controller started");
 

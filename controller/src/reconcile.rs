@@ -192,8 +192,21 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
     let synced = shared.clone();
     shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            synced.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        // kube-runtime's readiness signal wakes only the last task that polled it (the
+        // controller's own runner), so poll again on a short timer instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    synced.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    tracing::debug!(group = %group, "SealedSecret watch synced");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "SealedSecret watch never synced");
+                    return;
+                }
+                Err(_) => {}
+            }
         }
     });
     controller.run(reconcile, error_policy, shared).map(|res| {

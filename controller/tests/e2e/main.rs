@@ -1,0 +1,18 @@
+//! gitseal-controller end to end, on the real kube-apiserver + etcd + kube-controller-manager of
+//! the test harness, the controller running as a child process with a token of the
+//! ServiceAccount that `deploy/rbac/controller.yaml` defines — not as admin.
+//!
+//! One control plane serves this whole test binary; each test runs its own controller in its
+//! own namespace (`--namespaces` keeps controllers from touching each other's objects).
+//! Needs `tests/peers/install.sh` to have run.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fixture;
+
+mod aggregated;
+mod compat;
+mod keys;
+mod leader;
+mod unseal;
