@@ -1,0 +1,406 @@
+//! The command line as clap structures, with help text that teaches. No logic lives here:
+//! [`crate::config`] turns a parsed [`Cli`] into a resolved configuration.
+//!
+//! Every flag can also come from a `GITSEAL_<FLAG>` environment variable; flags that exist in
+//! kubeseal also read kubeseal's `SEALED_SECRETS_<FLAG>` (see `config.rs` for the order).
+
+use std::path::PathBuf;
+
+use clap::builder::FalseyValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Seal Kubernetes Secrets so they can live in Git, and manage them offline";
+
+const TOP_HELP: &str = "\
+Examples:
+  # Seal a Secret for the cluster whose certificate you have:
+  kubectl create secret generic db --from-literal=password=s3cr3t --dry-run=client -o yaml |
+    gitseal seal --cert cluster.pem > db.sealed.yaml
+
+  # Unseal offline with a backup of the cluster's keys:
+  gitseal unseal --key keys-backup.yaml -f db.sealed.yaml
+
+  # Move a whole repository to a new key, then check it:
+  gitseal reseal --key old.key --cert new.pem manifests/
+  gitseal validate --key new.key manifests/
+
+Every flag can also be set as GITSEAL_<FLAG> (e.g. GITSEAL_CERT); kubeseal's SEALED_SECRETS_CERT,
+SEALED_SECRETS_SCOPE, SEALED_SECRETS_FORMAT and SEALED_SECRETS_ALLOW_EMPTY_DATA are read too.";
+
+#[derive(Debug, Parser)]
+#[command(name = "gitseal", version, about = ABOUT, after_help = TOP_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Seal Secret manifests into SealedSecrets (the kubeseal workflow, offline)
+    Seal(SealArgs),
+    /// Turn SealedSecrets back into Secrets with private keys (offline recovery)
+    Unseal(UnsealArgs),
+    /// Re-encrypt SealedSecret files in place for new keys, without a cluster
+    Reseal(ResealArgs),
+    /// Check offline that every sealed value opens in its scope
+    Validate(ValidateArgs),
+    /// Generate a sealing key pair (RSA with certificate, or an age identity)
+    Keygen(KeygenArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+}
+
+/// Where new values are sealed for: certificates and age recipients.
+#[derive(Debug, Args, Default)]
+pub struct RecipientArgs {
+    /// Certificate (or PUBLIC KEY PEM) to seal for: a file, or an http(s):// or file:// URL.
+    /// Repeat it to seal for several clusters at once
+    #[arg(long, value_name = "FILE|URL", env = "GITSEAL_CERT", value_delimiter = ',')]
+    pub cert: Vec<String>,
+
+    /// age recipient (age1…) to seal for as well, e.g. an offline recovery key. Repeatable
+    #[arg(long, value_name = "AGE1…", env = "GITSEAL_RECIPIENT", value_delimiter = ',')]
+    pub recipient: Vec<String>,
+
+    /// File with one age recipient per line (# comments allowed). Repeatable
+    #[arg(long, value_name = "FILE", env = "GITSEAL_RECIPIENTS_FILE", value_delimiter = ',')]
+    pub recipients_file: Vec<PathBuf>,
+}
+
+const SEAL_HELP: &str = "\
+Examples:
+  # Seal for one cluster; the output opens in kubeseal's controller too (--api bitnami):
+  gitseal seal --cert cluster.pem -f secret.yaml -o secret.sealed.yaml
+
+  # Seal a stream of Secrets for two clusters and an offline recovery key:
+  cat secrets.yaml | gitseal seal --cert prod.pem --cert dr.pem --recipient age1... > sealed.yaml
+
+  # Seal one value (prints bare base64; add the scope annotation yourself if not strict):
+  echo -n s3cr3t | gitseal seal --raw --cert cluster.pem --namespace app --name db
+
+  # Add or replace keys of an existing SealedSecret, keeping its comments:
+  gitseal seal --cert cluster.pem -f new-keys.yaml --merge-into db.sealed.yaml
+
+One RSA certificate gives kubeseal's exact value format; several recipients, or any age
+recipient, give gitseal's age format (which Bitnami's controller cannot open).";
+
+#[derive(Debug, Args)]
+#[command(after_help = SEAL_HELP)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+
+    /// Secret manifest(s) to seal, YAML or JSON, several documents allowed [default: stdin]
+    #[arg(short = 'f', long, value_name = "FILE", alias = "secret-file", env = "GITSEAL_FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Write the SealedSecret(s) to FILE (atomically; never over an existing file). A .yaml/.yml
+    /// name means YAML and .json means JSON, whatever --format says. kubeseal's -w works too
+    /// [default: stdout]
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FILE",
+        short_alias = 'w',
+        alias = "sealed-secret-file",
+        env = "GITSEAL_OUTPUT"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Output format [default: yaml] (kubeseal defaults to json)
+    #[arg(long, value_enum, ignore_case = true, env = "GITSEAL_FORMAT")]
+    pub format: Option<FormatArg>,
+
+    /// Scope the values are bound to [default: the Secret's scope annotations, else strict]
+    #[arg(long, value_enum, env = "GITSEAL_SCOPE")]
+    pub scope: Option<ScopeArg>,
+
+    /// API group of the SealedSecret to write: gitseal.dev/v1, or bitnami.com/v1alpha1 for
+    /// Bitnami's controller
+    #[arg(long, value_enum, default_value_t = ApiArg::Gitseal, env = "GITSEAL_API")]
+    pub api: ApiArg,
+
+    /// Seal a Secret that has no data and no stringData
+    #[arg(long, env = "GITSEAL_ALLOW_EMPTY_DATA", value_parser = FalseyValueParser::new())]
+    pub allow_empty_data: bool,
+
+    /// Name of the SealedSecret; overrides the Secret's name (needed by --raw in strict scope)
+    #[arg(long, env = "GITSEAL_NAME")]
+    pub name: Option<String>,
+
+    /// Namespace: must match the Secret's own unless cluster-wide; fills it in when missing
+    /// [default: the kubeconfig's namespace, else default]
+    #[arg(short = 'n', long, env = "GITSEAL_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Seal one value read from stdin or --from-file and print its bare base64 (no newline)
+    #[arg(long, env = "GITSEAL_RAW", value_parser = FalseyValueParser::new())]
+    pub raw: bool,
+
+    /// With --raw: read the value from this file ([key=]path, as kubectl; the key is ignored)
+    #[arg(long, value_name = "[KEY=]PATH", requires = "raw", env = "GITSEAL_FROM_FILE")]
+    pub from_file: Option<String>,
+
+    /// Seal the input Secret for the name, namespace and scope of this SealedSecret file and
+    /// add or replace its encryptedData in place (comments and order kept)
+    #[arg(long, value_name = "FILE", env = "GITSEAL_MERGE_INTO")]
+    pub merge_into: Option<PathBuf>,
+}
+
+const UNSEAL_HELP: &str = "\
+Examples:
+  # With a backup of the controller's keys, taken with
+  #   kubectl get secret -n kube-system -l sealedsecrets.bitnami.com/sealed-secrets-key -o yaml
+  gitseal unseal --key keys-backup.yaml -f db.sealed.yaml
+
+  # With an offline age recovery identity, as JSON:
+  gitseal unseal --key recovery.agekey --format json < db.sealed.yaml
+
+The output holds plaintext Secrets: send it to kubectl or a protected file, not to Git.";
+
+#[derive(Debug, Args)]
+#[command(after_help = UNSEAL_HELP)]
+pub struct UnsealArgs {
+    /// Private key file: PEM RSA key, age identity file, or a key Secret backup (one Secret, a
+    /// YAML stream, or a v1 List). Repeatable
+    #[arg(
+        long,
+        value_name = "FILE",
+        required = true,
+        alias = "recovery-private-key",
+        env = "GITSEAL_KEY",
+        value_delimiter = ','
+    )]
+    pub key: Vec<PathBuf>,
+
+    /// SealedSecret manifest(s), YAML or JSON, several documents allowed [default: stdin]
+    #[arg(short = 'f', long, value_name = "FILE", env = "GITSEAL_FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Output format [default: yaml]
+    #[arg(long, value_enum, ignore_case = true, env = "GITSEAL_FORMAT")]
+    pub format: Option<FormatArg>,
+}
+
+const RESEAL_HELP: &str = "\
+Examples:
+  # After a key rotation, re-encrypt every SealedSecret under deploy/ for the new certificate:
+  gitseal reseal --key old-keys.yaml --cert new.pem deploy/
+
+  # See what would change, without writing:
+  gitseal reseal --dry-run --key old.key --cert new.pem --recipient age1... deploy/ apps/db.yaml
+
+Directories are walked for *.yaml, *.yml and *.json; files without a SealedSecret are skipped.
+Only encryptedData values and the gitseal.dev/key-id annotation change; comments and order are
+kept. A file is written (atomically) only if every value in it was re-sealed.";
+
+#[derive(Debug, Args)]
+#[command(after_help = RESEAL_HELP)]
+#[command(group(clap::ArgGroup::new("new").args(["cert", "recipient", "recipients_file"]).multiple(true).required(true)))]
+pub struct ResealArgs {
+    /// Private key file that opens the current values (PEM, age identity, key Secret backup).
+    /// Repeatable
+    #[arg(long, value_name = "FILE", required = true, env = "GITSEAL_KEY", value_delimiter = ',')]
+    pub key: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+
+    /// Report what would change without writing any file
+    #[arg(long, env = "GITSEAL_DRY_RUN", value_parser = FalseyValueParser::new())]
+    pub dry_run: bool,
+
+    /// Files or directories to re-seal
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+const VALIDATE_HELP: &str = "\
+Examples:
+  gitseal validate --key keys-backup.yaml deploy/
+  gitseal validate --key recovery.agekey -o json deploy/ > report.json
+  kubectl get sealedsecret db -o yaml | gitseal validate --key keys.yaml -
+
+Exits with status 1 if any value fails to open for its namespace, name and scope.";
+
+#[derive(Debug, Args)]
+#[command(after_help = VALIDATE_HELP)]
+pub struct ValidateArgs {
+    /// Private key file (PEM, age identity, key Secret backup). Repeatable
+    #[arg(long, value_name = "FILE", required = true, env = "GITSEAL_KEY", value_delimiter = ',')]
+    pub key: Vec<PathBuf>,
+
+    /// Report format
+    #[arg(short = 'o', long, value_enum, default_value_t = ReportFormat::Text, env = "GITSEAL_OUTPUT")]
+    pub output: ReportFormat,
+
+    /// Files or directories to check; - reads stdin
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+const KEYGEN_HELP: &str = "\
+Examples:
+  # A Bitnami-style key pair (RSA-4096, self-signed certificate valid ten years):
+  gitseal keygen --out-key sealing.key --out-cert sealing.pem
+
+  # Bring your own key: a key Secret to kubectl apply in the controller's namespace:
+  gitseal keygen --secret sealing-key.yaml --out-cert sealing.pem
+
+  # An offline recovery identity; its recipient (age1...) is printed on stdout:
+  gitseal keygen --type age --out-key recovery.agekey
+
+Private keys are written with mode 0600 and never over an existing file.";
+
+#[derive(Debug, Args)]
+#[command(after_help = KEYGEN_HELP)]
+pub struct KeygenArgs {
+    /// Kind of key
+    #[arg(long = "type", value_enum, default_value_t = KeyType::Rsa, env = "GITSEAL_TYPE")]
+    pub key_type: KeyType,
+
+    /// RSA key size in bits: 2048, 3072, 4096 or 8192 [default: 4096]
+    #[arg(long, value_parser = parse_bits, env = "GITSEAL_BITS")]
+    pub bits: Option<usize>,
+
+    /// Certificate subject common name [default: empty, as Bitnami's controller]
+    #[arg(long, value_name = "NAME", env = "GITSEAL_CN")]
+    pub cn: Option<String>,
+
+    /// Certificate lifetime, e.g. 87600h or 3650d (units s, m, h, d) [default: 3650d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, env = "GITSEAL_TTL")]
+    pub ttl: Option<time::Duration>,
+
+    /// Write the private key here (RSA: PKCS#1 PEM; age: identity file), mode 0600
+    #[arg(long, value_name = "FILE", env = "GITSEAL_OUT_KEY")]
+    pub out_key: Option<PathBuf>,
+
+    /// Write the certificate (PEM) here: what `gitseal seal --cert` takes
+    #[arg(long, value_name = "FILE", env = "GITSEAL_OUT_CERT")]
+    pub out_cert: Option<PathBuf>,
+
+    /// Write a Bitnami-compatible key Secret (kubernetes.io/tls with tls.key, tls.crt and
+    /// age.key, labelled as an active sealing key) here, mode 0600
+    #[arg(long, value_name = "FILE", env = "GITSEAL_SECRET")]
+    pub secret: Option<PathBuf>,
+
+    /// metadata.name of the key Secret [default: sealed-secrets-key + 5 characters from the key id]
+    #[arg(long, value_name = "NAME", requires = "secret", env = "GITSEAL_SECRET_NAME")]
+    pub secret_name: Option<String>,
+
+    /// metadata.namespace of the key Secret: the controller's namespace
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "kube-system",
+        requires = "secret",
+        env = "GITSEAL_SECRET_NAMESPACE"
+    )]
+    pub secret_namespace: String,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  gitseal completions bash > /etc/bash_completion.d/gitseal\n  gitseal completions zsh > \"${fpath[1]}/_gitseal\""
+)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// Bound to namespace and name
+    Strict,
+    /// Bound to the namespace; the name may change
+    NamespaceWide,
+    /// Opens under any namespace and name
+    ClusterWide,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiArg {
+    /// gitseal.dev/v1
+    Gitseal,
+    /// bitnami.com/v1alpha1
+    Bitnami,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyType {
+    /// RSA key with a self-signed certificate (what clusters seal with)
+    Rsa,
+    /// X25519 age identity (an offline recovery key)
+    Age,
+}
+
+/// Parse an RSA key size.
+pub fn parse_bits(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "2048" => Ok(2048),
+        "3072" => Ok(3072),
+        "4096" => Ok(4096),
+        "8192" => Ok(8192),
+        _ => Err(format!("unsupported RSA key size {s:?}: use 2048, 3072, 4096 or 8192")),
+    }
+}
+
+/// Parse a lifetime such as `87600h`, `3650d` or `1d12h`.
+pub fn parse_ttl(s: &str) -> Result<time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: use a number with a unit, e.g. 87600h or 3650d");
+    let mut total = time::Duration::ZERO;
+    let mut digits = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total += match c {
+            's' => time::Duration::seconds(n),
+            'm' => time::Duration::minutes(n),
+            'h' => time::Duration::hours(n),
+            'd' => time::Duration::days(n),
+            _ => return Err(bad()),
+        };
+    }
+    if !digits.is_empty() || total <= time::Duration::ZERO {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lifetimes_accept_go_style_hours_and_days() {
+        assert_eq!(parse_ttl("87600h").unwrap(), time::Duration::days(3650));
+        assert_eq!(parse_ttl("3650d").unwrap(), time::Duration::days(3650));
+        assert_eq!(parse_ttl("1d12h").unwrap(), time::Duration::hours(36));
+        for bad in ["", "10", "10y", "h", "0d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `gitseal reseal`: re-encrypt SealedSecret files in place for new recipients, offline.
+//!
+//! Per file: open every value with the old keys, seal it again for the new recipients, and
+//! write the file (atomically, comments kept) only if every value in it succeeded. Files with
+//! a failure are left untouched and listed; the run then exits non-zero.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use gitseal_shared::KeyId;
+use gitseal_shared::keyid::KEY_ID_ANNOTATION;
+use gitseal_shared::seal::{key_hints, target_of};
+use gitseal_shared::value::{DecryptionKey, RecipientSet, encode_base64, order_by_hints};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::commands::open_value;
+use crate::config::ResealConfig;
+use crate::edit::{self, ObjectEdits};
+use crate::{io, material, output, table, tree};
+
+/// What happened to one file that holds SealedSecrets.
+#[derive(Debug, Default)]
+struct Outcome {
+    path: PathBuf,
+    objects: usize,
+    values: usize,
+    old: BTreeSet<KeyId>,
+    /// Key ids the objects declare (key-id annotation), shown when none of them opened.
+    declared: BTreeSet<KeyId>,
+    /// (object, item, reason); the file is left unchanged when any exists.
+    failures: Vec<(String, String, String)>,
+}
+
+pub fn run(cfg: &ResealConfig) -> Result<()> {
+    let keys = material::load_keys(&cfg.keys)?;
+    let handles = material::handles(&keys);
+    let recipients = material::load_recipients(&cfg.recipients)?;
+    let files = tree::collect_files(&cfg.paths)?;
+
+    let bar = progress(files.len() as u64);
+    let mut outcomes = Vec::new();
+    for file in &files {
+        bar.set_message(file.display().to_string());
+        if let Some(o) = reseal_file(file, &handles, &recipients, cfg.dry_run) {
+            outcomes.push(o);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    if outcomes.is_empty() {
+        bail!("no SealedSecret found in {} file(s) under the given paths: nothing to re-seal", files.len());
+    }
+    let new_ids: Vec<KeyId> = recipients.key_ids().cloned().collect();
+    io::write_stdout(report(&outcomes, &new_ids, files.len(), cfg.dry_run).as_bytes())?;
+    let bad: Vec<&Outcome> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
+    if !bad.is_empty() {
+        let problems: usize = bad.iter().map(|o| o.failures.len()).sum();
+        bail!(
+            "{problems} problem(s) in {} file(s), which were left unchanged: give the keys that open them (--key) or fix the files, then run again",
+            bad.len()
+        );
+    }
+    Ok(())
+}
+
+fn progress(len: u64) -> ProgressBar {
+    let target =
+        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Re-seal one file; `None` when it holds no SealedSecret.
+fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, dry_run: bool) -> Option<Outcome> {
+    let mut out = Outcome { path: path.to_path_buf(), ..Default::default() };
+    let file_failure = |mut out: Outcome, e: anyhow::Error| {
+        out.failures.push(("-".into(), "-".into(), output::one_line(&e)));
+        Some(out)
+    };
+    let text = match io::read_file(path) {
+        Ok(t) => t,
+        Err(e) => return file_failure(out, e),
+    };
+    let found = match tree::sealed_secrets(&text) {
+        Ok(f) if f.is_empty() => return None,
+        Ok(f) => f,
+        Err(e) => return file_failure(out, e),
+    };
+    out.objects = found.len();
+    if let Err(e) = io::ensure_writable(path) {
+        return file_failure(out, e);
+    }
+    let new_ids = KeyId::join(recipients.key_ids().cloned());
+    let mut edits = Vec::with_capacity(found.len());
+    for f in &found {
+        let target = match target_of(&f.object) {
+            Ok(t) => t,
+            Err(e) => {
+                out.failures.push((f.label.clone(), "-".into(), e.to_string()));
+                continue;
+            }
+        };
+        if f.object.spec.data.is_some() {
+            let why = "deprecated spec.data format: unseal it and seal it again";
+            out.failures.push((f.label.clone(), "(spec.data)".into(), why.into()));
+            continue;
+        }
+        let hints = key_hints(&f.object);
+        out.declared.extend(hints.iter().cloned());
+        let ordered = order_by_hints(keys, &hints);
+        let mut e = ObjectEdits::new(f.doc, f.item);
+        for (item, value) in &f.object.spec.encrypted_data {
+            let opened = match open_value(&ordered, &target, value) {
+                Ok(o) => o,
+                Err(reason) => {
+                    out.failures.push((f.label.clone(), item.clone(), reason));
+                    continue;
+                }
+            };
+            match recipients.seal(&target, opened.plaintext.expose()) {
+                Ok(sealed) => {
+                    out.old.insert(opened.key_id);
+                    out.values += 1;
+                    e.set(&["spec", "encryptedData", item], encode_base64(&sealed));
+                }
+                Err(err) => out.failures.push((f.label.clone(), item.clone(), err.to_string())),
+            }
+        }
+        e.set(&["metadata", "annotations", KEY_ID_ANNOTATION], new_ids.clone());
+        edits.push(e);
+    }
+    if out.failures.is_empty() && !dry_run {
+        let written = edit::apply(&text, &edits).and_then(|updated| io::replace(path, updated.as_bytes()));
+        if let Err(e) = written {
+            return file_failure(out, e);
+        }
+    }
+    Some(out)
+}
+
+fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool) -> String {
+    let short =
+        |ids: &mut dyn Iterator<Item = &KeyId>| ids.map(|k| k.short().to_string()).collect::<Vec<_>>().join(",");
+    let new = short(&mut new_ids.iter());
+    let rows: Vec<[String; 5]> = outcomes
+        .iter()
+        .map(|o| {
+            let old = match (o.old.is_empty(), o.declared.is_empty()) {
+                (false, _) => short(&mut o.old.iter()),
+                (true, false) => short(&mut o.declared.iter()),
+                (true, true) => "?".to_string(),
+            };
+            let status = match (o.failures.is_empty(), dry_run) {
+                (false, _) => "FAILED, unchanged",
+                (true, true) => "would re-seal",
+                (true, false) => "re-sealed",
+            };
+            [
+                o.path.display().to_string(),
+                o.objects.to_string(),
+                o.values.to_string(),
+                format!("{old} → {new}"),
+                status.into(),
+            ]
+        })
+        .collect();
+    let mut out = table::render(["FILE", "OBJECTS", "VALUES", "KEYS (OLD → NEW)", "STATUS"], &rows);
+    let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.failures.is_empty()).collect();
+    let values: usize = ok.iter().map(|o| o.values).sum();
+    let objects: usize = ok.iter().map(|o| o.objects).sum();
+    let skipped = scanned - outcomes.len();
+    out.push_str(&format!(
+        "\n{} {values} value(s) in {objects} object(s) across {} file(s); {skipped} file(s) without SealedSecrets skipped\n",
+        if dry_run { "Dry run, nothing written: would re-seal" } else { "Re-sealed" },
+        ok.len()
+    ));
+    let failures: Vec<[String; 4]> = outcomes
+        .iter()
+        .flat_map(|o| {
+            o.failures
+                .iter()
+                .map(|(obj, item, why)| [o.path.display().to_string(), obj.clone(), item.clone(), why.clone()])
+        })
+        .collect();
+    if !failures.is_empty() {
+        out.push_str("\nCould not be re-sealed (these files were left unchanged):\n");
+        out.push_str(&table::render(["FILE", "OBJECT", "ITEM", "REASON"], &failures));
+    }
+    out
+}

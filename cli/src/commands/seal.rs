@@ -1,0 +1,177 @@
+//! `gitseal seal`: Secret manifests → SealedSecrets; `--raw` for one value; `--merge-into` to
+//! update an existing SealedSecret file in place.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use gitseal_shared::keyid::KEY_ID_ANNOTATION;
+use gitseal_shared::manifest::secret::PlainSecret;
+use gitseal_shared::manifest::{Document, parse_documents, write_documents};
+use gitseal_shared::seal::{SealOptions, key_hints, seal_secret, target_of};
+use gitseal_shared::types::{ApiGroup, SealedSecretObject};
+use gitseal_shared::value::{RecipientSet, decode_base64, encode_base64};
+use gitseal_shared::{KeyId, Scope, Target};
+
+use crate::config::{Input, SealConfig, SealMode};
+use crate::edit::{self, ObjectEdits};
+use crate::io::{self, Mode};
+use crate::{material, tree};
+
+const RAW_TTY_HINT: &str = "(tty detected: expecting the value to seal in stdin; end it with Ctrl-D)";
+
+pub fn run(cfg: &SealConfig) -> Result<()> {
+    if let Some(out) = &cfg.output {
+        io::ensure_absent(out)?;
+    }
+    let recipients = material::load_recipients(&cfg.recipients)?;
+    match &cfg.mode {
+        SealMode::Manifests => manifests(cfg, &recipients),
+        SealMode::Raw { from_file } => raw(cfg, &recipients, from_file.as_deref()),
+        SealMode::MergeInto(target) => merge_into(cfg, &recipients, target),
+    }
+}
+
+/// `document 2 (ConfigMap app/settings)`, for messages.
+pub(crate) fn locate(doc: &Document) -> String {
+    match doc.item {
+        Some(i) => format!("document {}, list item {} ({})", doc.index + 1, i + 1, doc.describe()),
+        None => format!("document {} ({})", doc.index + 1, doc.describe()),
+    }
+}
+
+/// The Secrets of the input, each decoded or the error naming its document.
+fn read_secrets(input: &Input) -> Result<Vec<PlainSecret>> {
+    let text = io::read_text(input)?;
+    let docs = parse_documents(&text).with_context(|| format!("reading {}", input.describe()))?;
+    if docs.is_empty() {
+        bail!("no Secret found in {}: expected a v1 Secret manifest (YAML or JSON)", input.describe());
+    }
+    docs.iter()
+        .map(|doc| {
+            check_base64(doc)?;
+            PlainSecret::from_value(&doc.value).with_context(|| locate(doc))
+        })
+        .collect()
+}
+
+/// Reject `data` values that are not base64 before the library does: its decoder names the
+/// offending byte and offset, which would put a piece of the plaintext into the message.
+fn check_base64(doc: &Document) -> Result<()> {
+    let Some(data) = doc.value.get("data").and_then(|d| d.as_object()) else { return Ok(()) };
+    for (key, v) in data {
+        if let Some(text) = v.as_str()
+            && decode_base64(text).is_err()
+        {
+            bail!("{}: data[{key}] is not valid base64: encode it, or put plain text under stringData", locate(doc));
+        }
+    }
+    Ok(())
+}
+
+fn manifests(cfg: &SealConfig, recipients: &RecipientSet) -> Result<()> {
+    let secrets = read_secrets(&cfg.input)?;
+    let mut out = Vec::with_capacity(secrets.len());
+    for (i, secret) in secrets.iter().enumerate() {
+        let sealed = seal_secret(secret, recipients, &cfg.options).with_context(|| {
+            let name = secret.metadata.name.as_deref().unwrap_or("without a name");
+            format!("Secret {name} (document {})", i + 1)
+        })?;
+        out.push(serde_json::to_value(&sealed)?);
+    }
+    emit(cfg.output.as_deref(), write_documents(&out, cfg.format)?.as_bytes())
+}
+
+fn raw(cfg: &SealConfig, recipients: &RecipientSet, from_file: Option<&Path>) -> Result<()> {
+    let opts = &cfg.options;
+    let scope = opts.scope.unwrap_or_default();
+    let namespace = opts.namespace.clone().or_else(|| opts.default_namespace.clone());
+    let target = Target::new(scope, namespace.as_deref(), opts.name.as_deref())?;
+    let value = match from_file {
+        Some(p) => io::read_bytes(&Input::File(p.to_path_buf()), RAW_TTY_HINT)?,
+        None => io::read_bytes(&Input::Stdin, RAW_TTY_HINT)?,
+    };
+    let sealed = recipients.seal(&target, &value)?;
+    emit(cfg.output.as_deref(), encode_base64(&sealed).as_bytes())
+}
+
+fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Result<()> {
+    let context = || format!("--merge-into {}", path.display());
+    io::ensure_writable(path).with_context(context)?;
+    let text = io::read_file(path)?;
+    let mut found = tree::sealed_secrets(&text).with_context(context)?;
+    let existing = match found.len() {
+        1 => found.remove(0),
+        0 => bail!("{} holds no SealedSecret: merge into a file written by gitseal seal or kubeseal", path.display()),
+        n => bail!("{} holds {n} SealedSecrets: --merge-into needs a file with exactly one", path.display()),
+    };
+    let target = target_of(&existing.object).with_context(context)?;
+    agree(cfg, &existing.object, target.scope(), path)?;
+
+    let mut secrets = read_secrets(&cfg.input)?;
+    if secrets.len() != 1 {
+        bail!("--merge-into takes exactly one Secret on input, found {}", secrets.len());
+    }
+    let mut secret = secrets.remove(0);
+    // Name, namespace and scope come from the file, as kubeseal forces them.
+    secret.metadata.namespace = existing.object.metadata.namespace.clone();
+    let options = SealOptions {
+        scope: Some(target.scope()),
+        name: existing.object.metadata.name.clone(),
+        namespace: None,
+        default_namespace: None,
+        allow_empty_data: cfg.options.allow_empty_data,
+        api: ApiGroup::of(&existing.object).unwrap_or_default(),
+    };
+    let sealed = seal_secret(&secret, recipients, &options).context("sealing the input Secret")?;
+
+    let mut edits = ObjectEdits::new(existing.doc, existing.item);
+    for (key, value) in &sealed.spec.encrypted_data {
+        edits.set(&["spec", "encryptedData", key], value.clone());
+    }
+    let new_ids: Vec<KeyId> = recipients.key_ids().cloned().collect();
+    let kept_old = existing.object.spec.encrypted_data.keys().any(|k| !sealed.spec.encrypted_data.contains_key(k));
+    let mut ids: BTreeSet<KeyId> = new_ids.into_iter().collect();
+    if kept_old {
+        ids.extend(key_hints(&existing.object));
+    }
+    edits.set(&["metadata", "annotations", KEY_ID_ANNOTATION], KeyId::join(ids));
+    let updated = edit::apply(&text, &[edits]).with_context(context)?;
+    io::replace(path, updated.as_bytes())
+}
+
+/// Name, namespace and scope come from the merged file; flags may repeat them, not contradict them.
+fn agree(cfg: &SealConfig, file: &SealedSecretObject, scope: Scope, path: &Path) -> Result<()> {
+    let opts = &cfg.options;
+    let differs = |flag: &Option<String>, own: &Option<String>| flag.as_ref().is_some_and(|f| Some(f) != own.as_ref());
+    let shown = |v: &Option<String>| v.clone().unwrap_or_default();
+    if differs(&opts.name, &file.metadata.name) {
+        bail!(
+            "--name {} contradicts the name {:?} in {}: drop --name",
+            shown(&opts.name),
+            shown(&file.metadata.name),
+            path.display()
+        );
+    }
+    if differs(&opts.namespace, &file.metadata.namespace) {
+        bail!(
+            "--namespace {} contradicts the namespace {:?} in {}: drop --namespace",
+            shown(&opts.namespace),
+            shown(&file.metadata.namespace),
+            path.display()
+        );
+    }
+    if let Some(flag) = opts.scope
+        && flag != scope
+    {
+        bail!("--scope {flag} contradicts the {scope} scope of {}: drop --scope", path.display());
+    }
+    Ok(())
+}
+
+fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match output {
+        Some(path) => io::write_new(path, bytes, Mode::Public),
+        None => io::write_stdout(bytes),
+    }
+}

@@ -1,0 +1,385 @@
+//! Flags, environment and kubeconfig resolved into one [`Config`] per command.
+//!
+//! Order, first wins:
+//! 1. the command-line flag;
+//! 2. `GITSEAL_<FLAG>` (clap reads it);
+//! 3. kubeseal's `SEALED_SECRETS_<FLAG>` for the flags kubeseal has (`CERT`, `SCOPE`, `FORMAT`,
+//!    `ALLOW_EMPTY_DATA`, `RECOVERY_PRIVATE_KEY`);
+//! 4. for the namespace only: the current context's namespace in `$KUBECONFIG` (first file) or
+//!    `~/.kube/config`;
+//! 5. the built-in default.
+//!
+//! Inconsistent combinations that clap cannot express are usage errors (exit status 2).
+
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use clap::error::ErrorKind;
+use gitseal_shared::Scope;
+use gitseal_shared::manifest::OutputFormat;
+use gitseal_shared::seal::SealOptions;
+use gitseal_shared::types::ApiGroup;
+
+use crate::cli::{self, ApiArg, Cli, Command, FormatArg, KeyType, RecipientArgs, ReportFormat, ScopeArg};
+
+#[derive(Debug)]
+pub enum Config {
+    Seal(SealConfig),
+    Unseal(UnsealConfig),
+    Reseal(ResealConfig),
+    Validate(ValidateConfig),
+    Keygen(KeygenConfig),
+    Completions(clap_complete::Shell),
+}
+
+/// Where a command reads its manifests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+impl Input {
+    fn from(file: Option<PathBuf>) -> Input {
+        match file {
+            Some(p) if p.as_os_str() != "-" => Input::File(p),
+            _ => Input::Stdin,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Input::Stdin => "stdin".into(),
+            Input::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Certificates (files or URLs) and age recipients to seal for.
+#[derive(Debug, Clone, Default)]
+pub struct RecipientSources {
+    pub certs: Vec<String>,
+    pub age: Vec<String>,
+    pub files: Vec<PathBuf>,
+}
+
+impl RecipientSources {
+    fn from_args(args: RecipientArgs) -> RecipientSources {
+        let mut certs = args.cert;
+        if certs.is_empty()
+            && let Some(v) = env("SEALED_SECRETS_CERT")
+        {
+            certs.push(v);
+        }
+        RecipientSources { certs, age: args.recipient, files: args.recipients_file }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty() && self.age.is_empty() && self.files.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub enum SealMode {
+    /// Secret manifests in, SealedSecrets out.
+    Manifests,
+    /// One value in, bare base64 out; the value comes from this file or stdin.
+    Raw { from_file: Option<PathBuf> },
+    /// Merge into an existing SealedSecret file in place.
+    MergeInto(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct SealConfig {
+    pub mode: SealMode,
+    pub input: Input,
+    pub output: Option<PathBuf>,
+    pub format: OutputFormat,
+    pub recipients: RecipientSources,
+    pub options: SealOptions,
+}
+
+#[derive(Debug)]
+pub struct UnsealConfig {
+    pub keys: Vec<PathBuf>,
+    pub input: Input,
+    pub format: OutputFormat,
+}
+
+#[derive(Debug)]
+pub struct ResealConfig {
+    pub keys: Vec<PathBuf>,
+    pub recipients: RecipientSources,
+    pub dry_run: bool,
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct ValidateConfig {
+    pub keys: Vec<PathBuf>,
+    pub json: bool,
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub enum KeygenConfig {
+    Rsa {
+        bits: usize,
+        common_name: String,
+        ttl: time::Duration,
+        out_key: Option<PathBuf>,
+        out_cert: Option<PathBuf>,
+        secret: Option<KeySecretOut>,
+    },
+    Age {
+        out_key: PathBuf,
+    },
+}
+
+/// Where and as what to write a key Secret manifest.
+#[derive(Debug)]
+pub struct KeySecretOut {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub namespace: String,
+}
+
+impl Config {
+    /// Resolve a parsed command line. The error is a usage error to print as clap does.
+    pub fn resolve(cli: Cli) -> Result<Config, clap::Error> {
+        Ok(match cli.command {
+            Command::Seal(a) => Config::Seal(seal(a)?),
+            Command::Unseal(a) => {
+                let format = format_or_env(a.format).unwrap_or(OutputFormat::Yaml);
+                Config::Unseal(UnsealConfig { keys: a.key, input: Input::from(a.file), format })
+            }
+            Command::Reseal(a) => Config::Reseal(ResealConfig {
+                keys: a.key,
+                recipients: RecipientSources::from_args(a.recipients),
+                dry_run: a.dry_run,
+                paths: a.paths,
+            }),
+            Command::Validate(a) => {
+                Config::Validate(ValidateConfig { keys: a.key, json: a.output == ReportFormat::Json, paths: a.paths })
+            }
+            Command::Keygen(a) => Config::Keygen(keygen(a)?),
+            Command::Completions(a) => Config::Completions(a.shell),
+        })
+    }
+}
+
+fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+    let recipients = RecipientSources::from_args(a.recipients);
+    if recipients.is_empty() {
+        return Err(usage(
+            "seal",
+            ErrorKind::MissingRequiredArgument,
+            "nothing to seal for: pass --cert FILE|URL (or set SEALED_SECRETS_CERT), --recipient age1… or --recipients-file FILE",
+        ));
+    }
+    if let Some(out) = &a.output
+        && out.extension().is_none()
+        && matches!(out.to_str(), Some("yaml" | "json" | "YAML" | "JSON"))
+    {
+        return Err(usage(
+            "seal",
+            ErrorKind::InvalidValue,
+            "-o names the output file in gitseal; for the output format use --format yaml|json",
+        ));
+    }
+    let scope = a.scope.map(scope_of).or_else(|| env("SEALED_SECRETS_SCOPE").and_then(|s| s.parse().ok()));
+    let allow_empty_data = a.allow_empty_data || env("SEALED_SECRETS_ALLOW_EMPTY_DATA").is_some_and(|v| truthy(&v));
+    let by_extension = a.output.as_deref().and_then(format_of_path);
+    let format = by_extension.or(format_or_env(a.format)).unwrap_or(OutputFormat::Yaml);
+    if a.raw && a.file.is_some() {
+        return Err(usage(
+            "seal",
+            ErrorKind::ArgumentConflict,
+            "--raw reads the value from stdin or --from-file, not from -f",
+        ));
+    }
+    if a.raw && a.merge_into.is_some() {
+        return Err(usage(
+            "seal",
+            ErrorKind::ArgumentConflict,
+            "--raw prints one value; it cannot be used with --merge-into",
+        ));
+    }
+    if a.merge_into.is_some() && a.output.is_some() {
+        return Err(usage("seal", ErrorKind::ArgumentConflict, "--merge-into rewrites its file in place; drop -o"));
+    }
+    let mode = if a.raw {
+        let from_file = match a.from_file {
+            Some(spec) => Some(from_file_path(&spec)?),
+            None => None,
+        };
+        SealMode::Raw { from_file }
+    } else if let Some(target) = a.merge_into {
+        SealMode::MergeInto(target)
+    } else {
+        SealMode::Manifests
+    };
+    let api = match a.api {
+        ApiArg::Gitseal => ApiGroup::Gitseal,
+        ApiArg::Bitnami => ApiGroup::Bitnami,
+    };
+    Ok(SealConfig {
+        mode,
+        input: Input::from(a.file),
+        output: a.output,
+        format,
+        recipients,
+        options: SealOptions {
+            scope,
+            name: a.name.filter(|n| !n.is_empty()),
+            namespace: a.namespace.filter(|n| !n.is_empty()),
+            default_namespace: kubeconfig_namespace(),
+            allow_empty_data,
+            api,
+        },
+    })
+}
+
+fn keygen(a: cli::KeygenArgs) -> Result<KeygenConfig, clap::Error> {
+    let conflict = |msg: &str| usage("keygen", ErrorKind::ArgumentConflict, msg);
+    match a.key_type {
+        KeyType::Age => {
+            if a.out_cert.is_some() || a.secret.is_some() || a.bits.is_some() || a.cn.is_some() || a.ttl.is_some() {
+                return Err(conflict(
+                    "--type age takes only --out-key: --out-cert, --secret, --bits, --cn and --ttl are for RSA keys",
+                ));
+            }
+            let out_key = a.out_key.ok_or_else(|| {
+                usage("keygen", ErrorKind::MissingRequiredArgument, "--type age needs --out-key FILE for the identity")
+            })?;
+            Ok(KeygenConfig::Age { out_key })
+        }
+        KeyType::Rsa => {
+            if a.out_key.is_none() && a.secret.is_none() {
+                return Err(usage(
+                    "keygen",
+                    ErrorKind::MissingRequiredArgument,
+                    "say where to write the key: --out-key FILE --out-cert FILE, or --secret FILE",
+                ));
+            }
+            if a.out_key.is_some() && a.out_cert.is_none() {
+                return Err(usage(
+                    "keygen",
+                    ErrorKind::MissingRequiredArgument,
+                    "--out-key needs --out-cert FILE too: the certificate is what `gitseal seal --cert` takes",
+                ));
+            }
+            let secret = a.secret.map(|path| KeySecretOut { path, name: a.secret_name, namespace: a.secret_namespace });
+            Ok(KeygenConfig::Rsa {
+                bits: a.bits.unwrap_or(4096),
+                common_name: a.cn.unwrap_or_default(),
+                ttl: a.ttl.unwrap_or(gitseal_keys::generate::DEFAULT_TTL),
+                out_key: a.out_key,
+                out_cert: a.out_cert,
+                secret,
+            })
+        }
+    }
+}
+
+fn usage(subcommand: &str, kind: ErrorKind, msg: &str) -> clap::Error {
+    let mut cmd = Cli::command();
+    let mut sub = cmd.find_subcommand_mut(subcommand).cloned().unwrap_or_default();
+    sub = sub.bin_name(format!("gitseal {subcommand}"));
+    sub.error(kind, msg)
+}
+
+fn scope_of(s: ScopeArg) -> Scope {
+    match s {
+        ScopeArg::Strict => Scope::Strict,
+        ScopeArg::NamespaceWide => Scope::NamespaceWide,
+        ScopeArg::ClusterWide => Scope::ClusterWide,
+    }
+}
+
+fn format_or_env(flag: Option<FormatArg>) -> Option<OutputFormat> {
+    match flag {
+        Some(FormatArg::Yaml) => Some(OutputFormat::Yaml),
+        Some(FormatArg::Json) => Some(OutputFormat::Json),
+        None => match env("SEALED_SECRETS_FORMAT")?.to_ascii_lowercase().as_str() {
+            "yaml" => Some(OutputFormat::Yaml),
+            "json" => Some(OutputFormat::Json),
+            _ => None,
+        },
+    }
+}
+
+/// `.yaml`/`.yml` force YAML (as kubeseal's `-w`), `.json` forces JSON.
+pub fn format_of_path(path: &Path) -> Option<OutputFormat> {
+    match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "yaml" | "yml" => Some(OutputFormat::Yaml),
+        "json" => Some(OutputFormat::Json),
+        _ => None,
+    }
+}
+
+/// kubectl's `--from-file=[key=]path`; the key is ignored, as kubeseal does.
+fn from_file_path(spec: &str) -> Result<PathBuf, clap::Error> {
+    let path = match spec.split_once('=') {
+        Some((_, p)) => p,
+        None => spec,
+    };
+    if path.is_empty() {
+        return Err(usage("seal", ErrorKind::InvalidValue, "--from-file needs a path: --from-file [key=]path"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}
+
+/// The namespace of the kubeconfig's current context, if one is set. A missing or unreadable
+/// kubeconfig is not an error: sealing needs no cluster.
+fn kubeconfig_namespace() -> Option<String> {
+    let path = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(list) => std::env::split_paths(&list).next()?,
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".kube").join("config"),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    namespace_in_kubeconfig(&text)
+}
+
+fn namespace_in_kubeconfig(text: &str) -> Option<String> {
+    let doc = gitseal_shared::manifest::parse_documents(text).ok()?.into_iter().next()?.value;
+    let current = doc.get("current-context")?.as_str()?;
+    let ctx =
+        doc.get("contexts")?.as_array()?.iter().find(|c| c.get("name").and_then(|n| n.as_str()) == Some(current))?;
+    let ns = ctx.get("context")?.get("namespace")?.as_str()?;
+    (!ns.is_empty()).then(|| ns.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_contexts_namespace_is_taken_from_a_kubeconfig() {
+        let text = "apiVersion: v1\nkind: Config\ncurrent-context: b\ncontexts:\n- name: a\n  context: {namespace: x}\n- name: b\n  context: {cluster: c, namespace: team}\n";
+        assert_eq!(namespace_in_kubeconfig(text).as_deref(), Some("team"));
+        assert_eq!(namespace_in_kubeconfig("current-context: a\ncontexts: []\n"), None);
+    }
+
+    #[test]
+    fn output_file_extensions_pick_the_format() {
+        assert_eq!(format_of_path(Path::new("a/b.YML")), Some(OutputFormat::Yaml));
+        assert_eq!(format_of_path(Path::new("b.json")), Some(OutputFormat::Json));
+        assert_eq!(format_of_path(Path::new("b.txt")), None);
+    }
+
+    #[test]
+    fn from_file_ignores_the_key_part_like_kubeseal() {
+        assert_eq!(from_file_path("password=/tmp/p").unwrap(), PathBuf::from("/tmp/p"));
+        assert_eq!(from_file_path("/tmp/p").unwrap(), PathBuf::from("/tmp/p"));
+        assert!(from_file_path("k=").is_err());
+    }
+}
