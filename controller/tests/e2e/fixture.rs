@@ -41,7 +41,7 @@ pub async fn apply_rbac(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
     for doc in docs {
         let mut v = doc.value;
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        if kind.starts_with("Cluster") {
+        if kind.starts_with("Cluster") || v["metadata"]["namespace"] != "gitseal-system" {
             let name = format!("{}-{ns}", v["metadata"]["name"].as_str().unwrap_or_default());
             v["metadata"]["name"] = name.into();
         } else {
