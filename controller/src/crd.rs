@@ -9,11 +9,27 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 pub fn gitseal() -> CustomResourceDefinition {
-    SealedSecret::crd()
+    let mut crd = SealedSecret::crd();
+    // Like Bitnami's CRD: a SealedSecret without encryptedData would unseal to an empty Secret.
+    for v in &mut crd.spec.versions {
+        if let Some(spec) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+        {
+            spec.required = Some(vec!["encryptedData".into()]);
+            if let Some(ed) = spec.properties.as_mut().and_then(|p| p.get_mut("encryptedData")) {
+                ed.default = None;
+            }
+        }
+    }
+    crd
 }
 
 pub fn bitnami() -> CustomResourceDefinition {
-    let mut crd = SealedSecret::crd();
+    let mut crd = gitseal();
     crd.metadata.name = Some(format!("sealedsecrets.{BITNAMI_GROUP}"));
     crd.spec.group = BITNAMI_GROUP.into();
     crd.spec.names.short_names = None;

@@ -130,8 +130,10 @@ pub fn key_hints(ss: &SealedSecretObject) -> Vec<KeyId> {
 
 /// Open one encrypted item.
 pub fn open_item(keys: &[&DecryptionKey], target: &Target, item: &str, text: &str) -> Result<Opened> {
-    let bytes =
-        decode_base64(text).map_err(|e| Error::Manifest(format!("encryptedData[{item}] is not valid base64: {e}")))?;
+    let bytes = decode_base64(text).map_err(|e| match e {
+        Error::Base64(d) => Error::Manifest(format!("encryptedData[{item}] is not valid base64 ({d})")),
+        other => other,
+    })?;
     value::open(keys, target, &bytes)
 }
 

@@ -179,6 +179,12 @@ pub fn sealed_secret_from_value(doc: serde_json::Value) -> Result<SealedSecretOb
             "expected a SealedSecret (gitseal.dev/v1 or bitnami.com/v1alpha1), found {kind} ({api})"
         )));
     }
+    let spec = doc.get("spec");
+    let has = |k: &str| spec.and_then(|s| s.get(k)).is_some_and(|v| !v.is_null());
+    if !has("encryptedData") && !has("data") {
+        // Bitnami's CRD requires it too; without it the object would unseal to an empty Secret.
+        return Err(Error::Manifest("malformed SealedSecret: spec.encryptedData is missing".into()));
+    }
     serde_json::from_value(doc).map_err(|e| Error::Manifest(format!("malformed SealedSecret: {e}")))
 }
 
