@@ -29,6 +29,7 @@ mod certs;
 mod cluster;
 mod control_plane;
 mod error;
+pub mod gitseal;
 mod http_probe;
 mod kubeconfig;
 pub mod peers;

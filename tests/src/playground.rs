@@ -3,9 +3,8 @@
 //! [`Playground::start`] starts a private [`ControlPlane`] plus the requested [`Addon`]s and
 //! [`Playground::instructions`] tells a person how to use them. Dropping it stops everything.
 //!
-//! Extension point: [`Addon`] lists what can run next to the control plane. The issue that adds
-//! gitseal's own controller and CRDs adds its variant there (and its arm in `start`); until then
-//! there is deliberately no placeholder for it.
+//! [`Addon`] lists what can run next to the control plane: gitseal's controller (with its CRDs
+//! and RBAC, in `gitseal-system`, watching every namespace) and Bitnami's.
 
 use std::fmt::Write as _;
 
@@ -19,6 +18,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Addon {
+    /// gitseal's CRDs and controller (namespace `gitseal-system`, all namespaces).
+    Gitseal,
     /// Bitnami's CRD and controller (namespace `kube-system`, all namespaces, as its chart does).
     Bitnami,
 }
@@ -26,7 +27,8 @@ pub enum Addon {
 /// A running control plane with its addons.
 #[derive(Debug)]
 pub struct Playground {
-    // Declared first so it stops before the control plane.
+    // Declared first so they stop before the control plane.
+    gitseal: Option<crate::gitseal::GitsealController>,
     bitnami: Option<BitnamiController>,
     plane: ControlPlane,
 }
@@ -36,8 +38,26 @@ impl Playground {
     pub async fn start(addons: &[Addon]) -> Result<Self> {
         let plane = ControlPlane::start().await?;
         let mut bitnami = None;
+        let mut gitseal = None;
         for addon in addons {
             match addon {
+                Addon::Gitseal => {
+                    let client = plane.client()?;
+                    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitseal-system"}});
+                    crate::apply_json(&client, ns).await?;
+                    let binary = crate::gitseal::controller_binary()?;
+                    gitseal = Some(
+                        crate::gitseal::GitsealController::start(
+                            &plane,
+                            &binary,
+                            "gitseal-system",
+                            None,
+                            "playground",
+                            &["--log-format=text"],
+                        )
+                        .await?,
+                    );
+                }
                 Addon::Bitnami => {
                     let crd = std::fs::read_to_string(Peer::BitnamiCrd.path()?)
                         .map_err(|e| crate::Error::io("reading the Bitnami CRD", e))?;
@@ -48,7 +68,7 @@ impl Playground {
                 }
             }
         }
-        Ok(Self { bitnami, plane })
+        Ok(Self { gitseal, bitnami, plane })
     }
 
     /// The control plane.
@@ -69,6 +89,17 @@ impl Playground {
             p.dir().display(),
             p.kubeconfig_path().display(),
         );
+        if let Some(g) = &self.gitseal {
+            let _ = write!(
+                out,
+                "# gitseal-controller in gitseal-system (log {}, audit {}):\n\
+                 #   gitseal seal --cert {}/v1/cert.pem < secret.yaml | kubectl apply -f -\n\
+                 #   kubectl get sealedsecrets,secrets -A\n",
+                g.process.log_path().display(),
+                g.audit_log.display(),
+                g.api,
+            );
+        }
         if let Some(b) = &self.bitnami {
             let _ = write!(
                 out,

@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use gitseal_keys::Certificate;
-use gitseal_shared::manifest::parse_documents;
 use gitseal_shared::manifest::secret::PlainSecret;
 use gitseal_shared::seal::{SealOptions, seal_secret};
 use gitseal_shared::types::ApiGroup;
 use gitseal_shared::value::RecipientSet;
-use gitseal_tests::{ChildProcess, ControlPlane, TestNamespace, apply_json, free_port, http_get, run_binary, wait_for};
+use gitseal_tests::gitseal::GitsealController;
+use gitseal_tests::{ChildProcess, ControlPlane, TestNamespace, http_get, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
@@ -21,44 +21,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The SealedSecret API of a group in a namespace.
 pub fn ss_api(client: &kube::Client, ns: &str, group: ApiGroup) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &group.api_resource())
-}
-
-/// Install our CRDs (both groups) once per control plane; idempotent.
-pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
-    for f in ["gitseal.dev_sealedsecrets.yaml", "bitnami.com_sealedsecrets.yaml"] {
-        let yaml = std::fs::read_to_string(dir.join(f))?;
-        gitseal_tests::install_crds_yaml(client, &yaml).await?;
-    }
-    Ok(())
-}
-
-/// Apply `deploy/rbac/controller.yaml` for a controller living in `ns` (cluster-scoped names
-/// suffixed with the namespace so tests do not share bindings).
-pub async fn apply_rbac(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac/controller.yaml");
-    let docs = parse_documents(&std::fs::read_to_string(path)?)?;
-    for doc in docs {
-        let mut v = doc.value;
-        let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        if kind.starts_with("Cluster") || v["metadata"]["namespace"] != "gitseal-system" {
-            let name = format!("{}-{ns}", v["metadata"]["name"].as_str().unwrap_or_default());
-            v["metadata"]["name"] = name.into();
-        } else {
-            v["metadata"]["namespace"] = ns.into();
-        }
-        if kind == "ClusterRoleBinding" {
-            let role = format!("{}-{ns}", v["roleRef"]["name"].as_str().unwrap_or_default());
-            v["roleRef"]["name"] = role.into();
-        }
-        if let Some(subjects) = v.get_mut("subjects").and_then(Value::as_array_mut) {
-            for s in subjects {
-                s["namespace"] = ns.into();
-            }
-        }
-        apply_json(client, v).await.with_context(|| format!("applying {kind}"))?;
-    }
-    Ok(())
 }
 
 /// A running gitseal-controller.
@@ -76,32 +38,11 @@ impl Gitseal {
     }
 
     pub async fn start_named(plane: &ControlPlane, ns: &str, name: &str, extra: &[&str]) -> anyhow::Result<Gitseal> {
-        let client = plane.client()?;
-        install_crds(&client).await?;
-        apply_rbac(&client, ns).await?;
-        let sa = plane.service_account_token(ns, "gitseal-controller", &[]).await?;
-        let (api_port, metrics_port) = (free_port()?, free_port()?);
-        let audit_log = plane.dir().join(format!("audit-{ns}-{name}.log"));
-        let mut args: Vec<String> = vec![
-            format!("--namespace={ns}"),
-            format!("--namespaces={ns}"),
-            format!("--listen-addr=127.0.0.1:{api_port}"),
-            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-            "--key-size=2048".into(),
-            format!("--audit-log={}", audit_log.display()),
-            format!("--pod-name={name}"),
-            "--log-level=info,gitseal_controller=debug,kube_runtime=debug".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let env = [("KUBECONFIG", sa.kubeconfig_path().display().to_string())];
-        let process = run_binary(env!("CARGO_BIN_EXE_gitseal-controller"), &args, env)?;
-        let g = Gitseal {
-            process,
-            api: format!("http://127.0.0.1:{api_port}"),
-            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
-            audit_log,
-        };
-        Ok(g)
+        let mut args = vec!["--key-size=2048", "--log-level=info,gitseal_controller=debug"];
+        args.extend_from_slice(extra);
+        let binary = Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
+        let c = GitsealController::start(plane, binary, ns, Some(ns), name, &args).await?;
+        Ok(Gitseal { process: c.process, api: c.api, metrics: c.metrics, audit_log: c.audit_log })
     }
 
     /// Wait until `/readyz` answers 200.

@@ -6,19 +6,22 @@ use clap::{Parser, ValueEnum};
 use gitseal_tests::playground::{Addon, Playground};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Start a real kube-apiserver + etcd on loopback, print `export KUBECONFIG=…`, wait for Ctrl-C.
+/// Start a real kube-apiserver + etcd + kube-controller-manager on loopback with gitseal-controller,
+/// print `export KUBECONFIG=…`, wait for Ctrl-C.
 ///
 /// Needs the peers built by tests/peers/install.sh.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// Also run this next to the control plane (repeatable).
-    #[arg(long = "with", value_enum)]
+    /// What to run next to the control plane (repeatable).
+    #[arg(long = "with", value_enum, default_value = "gitseal")]
     with: Vec<AddonArg>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AddonArg {
+    /// gitseal's CRDs and controller, in gitseal-system (build it first: cargo build -p gitseal-controller).
+    Gitseal,
     /// Bitnami's sealed-secrets CRD and controller, in kube-system.
     Bitnami,
 }
@@ -26,6 +29,7 @@ enum AddonArg {
 impl From<AddonArg> for Addon {
     fn from(a: AddonArg) -> Self {
         match a {
+            AddonArg::Gitseal => Addon::Gitseal,
             AddonArg::Bitnami => Addon::Bitnami,
         }
     }
