@@ -5,10 +5,10 @@
 //! key order and quoting survive. JSON has no comments, so it is parsed, changed and written
 //! back pretty-printed (key order kept).
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use gitseal_shared::manifest::is_json;
+use gitseal_shared::manifest::rewrite::{EditOp, YamlEdit, non_empty_document_indexes, rewrite_yaml};
 use serde_json::Value;
-use shim::{EditOp, YamlEdit, rewrite_yaml};
 
 /// Changes to one object of a stream.
 #[derive(Debug, Clone, Default)]
@@ -29,13 +29,6 @@ impl ObjectEdits {
     pub fn set(&mut self, path: &[&str], value: String) {
         self.sets.push((path.iter().map(|s| s.to_string()).collect(), value));
     }
-
-    fn full_path(&self, path: &[String]) -> Vec<String> {
-        match self.item {
-            Some(i) => ["items".to_string(), i.to_string()].into_iter().chain(path.iter().cloned()).collect(),
-            None => path.to_vec(),
-        }
-    }
 }
 
 /// Apply `edits` to the text of a manifest file.
@@ -44,16 +37,18 @@ pub fn apply(text: &str, edits: &[ObjectEdits]) -> Result<String> {
 }
 
 fn apply_yaml(text: &str, edits: &[ObjectEdits]) -> Result<String> {
-    let list: Vec<YamlEdit> = edits
-        .iter()
-        .flat_map(|e| {
-            e.sets.iter().map(|(path, value)| YamlEdit {
-                doc: e.doc,
-                path: e.full_path(path),
-                op: EditOp::Set(value.clone()),
-            })
-        })
-        .collect();
+    // `Document::index` counts the documents serde reads; the rewriter counts empty ones too.
+    let stream_index = non_empty_document_indexes(text)?;
+    let mut list = Vec::new();
+    for e in edits {
+        if e.item.is_some() {
+            bail!("a SealedSecret inside a kind: List cannot be rewritten in place: split the list into --- documents");
+        }
+        let doc = *stream_index.get(e.doc).ok_or_else(|| anyhow!("document {} is missing", e.doc + 1))?;
+        for (path, value) in &e.sets {
+            list.push(YamlEdit { doc, path: path.clone(), op: EditOp::Set(value.clone()) });
+        }
+    }
     Ok(rewrite_yaml(text, &list)?)
 }
 
@@ -103,6 +98,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn yaml_edits_find_their_document_past_empty_ones_and_keep_comments() {
+        let text = "---\n# nothing here\n---\nkind: ConfigMap\n---\n# the sealed one\nkind: SealedSecret\nspec:\n  encryptedData:\n    a: old # keep me\n";
+        let docs = gitseal_shared::manifest::parse_documents(text).unwrap();
+        let sealed = docs.iter().find(|d| d.kind() == "SealedSecret").unwrap();
+        let mut e = ObjectEdits::new(sealed.index, None);
+        e.set(&["spec", "encryptedData", "a"], "new".into());
+        e.set(&["metadata", "annotations", "gitseal.dev/key-id"], "SHA256:x+y/z=".into());
+        let out = apply(text, &[e]).unwrap();
+        assert!(out.contains("    a: new # keep me\n") && out.contains("# the sealed one\n"), "{out}");
+        let back = gitseal_shared::manifest::parse_documents(&out).unwrap();
+        assert_eq!(back[1].value["metadata"]["annotations"]["gitseal.dev/key-id"], "SHA256:x+y/z=");
+        assert_eq!(back[0].value["kind"], "ConfigMap");
+    }
+
+    #[test]
     fn json_edits_keep_key_order_and_create_missing_maps() {
         let text = "{\"kind\":\"SealedSecret\",\"metadata\":{\"name\":\"s\"},\"spec\":{\"encryptedData\":{\"b\":\"1\",\"a\":\"2\"}}}\n{\"kind\":\"Other\"}";
         let mut e = ObjectEdits::new(0, None);
@@ -116,23 +126,5 @@ mod tests {
         assert_eq!(keys, ["b", "a", "c"]);
         assert_eq!(docs[0]["spec"]["encryptedData"]["a"], "new");
         assert_eq!(docs[0]["metadata"]["annotations"]["gitseal.dev/key-id"], "SHA256:x");
-    }
-}
-
-// TEMPORARY until shared's rewriter lands.
-#[allow(dead_code, clippy::needless_question_mark)]
-mod shim {
-    #[derive(Debug)]
-    pub enum EditOp {
-        Set(String),
-    }
-    #[derive(Debug)]
-    pub struct YamlEdit {
-        pub doc: usize,
-        pub path: Vec<String>,
-        pub op: EditOp,
-    }
-    pub fn rewrite_yaml(_text: &str, _edits: &[YamlEdit]) -> Result<String, std::io::Error> {
-        Err(std::io::Error::other("rewrite not available yet"))
     }
 }
