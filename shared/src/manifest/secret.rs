@@ -43,9 +43,10 @@ impl PlainSecret {
         let who = metadata.name.clone().unwrap_or_default();
         let mut data = BTreeMap::new();
         for (key, v) in string_map(doc.get("data"), &who, "data")? {
-            let bytes = decode_base64(v).map_err(|e| {
+            // The decoder names the offending symbol and its offset, which is plaintext: not repeated.
+            let bytes = decode_base64(v).map_err(|_| {
                 Error::Manifest(format!(
-                    "Secret {who}: data[{key}] is not valid base64 ({e}); put plain text under stringData instead"
+                    "Secret {who}: data[{key}] is not valid base64; put plain text under stringData instead"
                 ))
             })?;
             data.insert(key.clone(), SecretBytes::new(bytes));
