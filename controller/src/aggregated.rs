@@ -203,6 +203,8 @@ fn router(shared: Arc<Shared>, fp: Arc<FrontProxy>) -> Router {
         .route(&format!("/apis/{GROUP}/{VERSION}"), get(|| async { Json(resource_list()) }))
         .route(&format!("/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{VERIFICATIONS}"), post(create_verification))
         .route(&format!("/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{RESEALS}"), post(create_reseal))
+        .route(&format!("/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/keys"), get(list_keys))
+        .route(&format!("/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{{resource}}"), post(key_operation))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn(require_front_proxy))
         .with_state((shared, fp))
@@ -244,6 +246,11 @@ fn resource_list() -> Value {
         "resources": [
             res(VERIFICATIONS, "sealedsecretverification", "SealedSecretVerification"),
             res(RESEALS, "sealedsecretreseal", "SealedSecretReseal"),
+            res("keyrotations", "keyrotation", "KeyRotation"),
+            res("keyretirements", "keyretirement", "KeyRetirement"),
+            res("keyrevocations", "keyrevocation", "KeyRevocation"),
+            res("keybackups", "keybackup", "KeyBackup"),
+            {"name": "keys", "singularName": "key", "namespaced": true, "kind": "Key", "verbs": ["list"]},
         ]
     })
 }
@@ -372,7 +379,7 @@ async fn create_reseal(
     rec.caller = Some(caller(&user, &groups));
     let response = match result {
         Ok((resealed, old)) => {
-            rec.key_id = shared.registry.latest().map(|k| k.id().to_string());
+            rec.key_id = shared.registry.sealing().map(|k| k.id().to_string());
             rec.message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old.clone())));
             shared.metrics.api(Endpoint::AggregatedReseal, "ok");
             obj["status"] = json!({
@@ -391,4 +398,70 @@ async fn create_reseal(
     };
     shared.audit.write(rec);
     response
+}
+
+/// Key operations are served only in the controller's own namespace.
+fn check_key_namespace(shared: &Shared, ns: &str) -> Result<(), Box<Response>> {
+    if ns == shared.config.namespace {
+        return Ok(());
+    }
+    let msg = format!(
+        "keys live in namespace {}: use --controller-namespace {}",
+        shared.config.namespace, shared.config.namespace
+    );
+    Err(Box::new(status(StatusCode::NOT_FOUND, "NotFound", &msg)))
+}
+
+async fn list_keys(State((shared, _)): State<AppState>, Path(ns): Path<String>) -> Response {
+    if let Err(r) = check_key_namespace(&shared, &ns) {
+        return *r;
+    }
+    Json(crate::key_ops::list(&shared)).into_response()
+}
+
+async fn key_operation(
+    State((shared, fp)): State<AppState>,
+    Path((ns, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::key_ops::{KeyOpError, backup, rotate, set_state};
+    use crate::registry::KeyState;
+    if let Err(r) = check_key_namespace(&shared, &ns) {
+        return *r;
+    }
+    let (user, groups) = caller_of(&headers, &fp);
+    let who = caller(&user, &groups);
+    let mut obj: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("request is not JSON: {e}")),
+    };
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let key_id = spec.get("keyId").and_then(Value::as_str).unwrap_or_default().to_string();
+    let result = match resource.as_str() {
+        "keyrotations" => rotate(&shared, &who).await,
+        "keyretirements" => set_state(&shared, &who, &key_id, KeyState::Retired).await,
+        "keyrevocations" => set_state(&shared, &who, &key_id, KeyState::Revoked).await,
+        "keybackups" => {
+            let recipients: Vec<String> = spec
+                .get("recipients")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default();
+            backup(&shared, &who, &recipients).await
+        }
+        other => {
+            return status(StatusCode::NOT_FOUND, "NotFound", &format!("no resource {other} in {GROUP}/{VERSION}"));
+        }
+    };
+    match result {
+        Ok(st) => {
+            obj["status"] = st;
+            (StatusCode::CREATED, Json(obj)).into_response()
+        }
+        Err(e @ KeyOpError::NotFound(_)) => status(StatusCode::NOT_FOUND, "NotFound", &e.to_string()),
+        Err(e @ KeyOpError::BadRequest(_)) => status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+        Err(e @ KeyOpError::Conflict(_)) => status(StatusCode::CONFLICT, "Conflict", &e.to_string()),
+        Err(e @ KeyOpError::Failed(_)) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
+    }
 }

@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Keys created before this time (RFC 3339) are never used for sealing: a new one is made at start.
     #[arg(long, env = "GITSEAL_KEY_CUTOFF_TIME")]
     pub key_cutoff_time: Option<String>,
+    /// Hold back a renewed key from sealing until `gitseal keys backup` has taken a backup that
+    /// contains it (Bitnami #359); `keys list` shows it as pending-backup.
+    #[arg(long, env = "GITSEAL_REQUIRE_KEY_BACKUP")]
+    pub require_key_backup: bool,
     /// Concurrent reconciles (each may spend RSA private operations).
     #[arg(long, env = "GITSEAL_WORKERS", default_value_t = 4)]
     pub workers: u16,
@@ -154,6 +158,7 @@ pub struct Config {
     pub key_ttl: time::Duration,
     pub my_cn: String,
     pub renew: RenewPolicy,
+    pub require_key_backup: bool,
     pub workers: u16,
     pub listen_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -209,6 +214,7 @@ impl RunArgs {
             key_ttl: time::Duration::try_from(self.key_ttl).context("--key-ttl is too large")?,
             my_cn: self.my_cn,
             renew: RenewPolicy { period, cutoff },
+            require_key_backup: self.require_key_backup,
             workers: self.workers,
             listen_addr: self.listen_addr,
             metrics_addr: self.metrics_addr,

@@ -59,6 +59,20 @@ impl RateLimiter {
             false
         }
     }
+
+    /// Whole seconds after which a refused client surely has a token again: the `Retry-After`
+    /// of a 429. client-go (so kubeseal) retries a 429 only when that header is present, as
+    /// Bitnami's limiter sends it; without it `kubeseal --validate` of a stream fails.
+    pub fn retry_after_secs(&self) -> u64 {
+        (1.0 / self.rate).ceil().clamp(1.0, 3600.0) as u64
+    }
+
+    /// The answer to a refused request.
+    fn too_many_requests(&self) -> Response {
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down\n").into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs()));
+        resp
+    }
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -96,7 +110,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn cert(State(s): State<Arc<Shared>>) -> Response {
-    match s.registry.latest() {
+    match s.registry.sealing() {
         Some(k) => {
             s.metrics.api(Endpoint::Cert, "ok");
             ([(header::CONTENT_TYPE, "application/x-pem-file")], k.pair.cert.pem().to_string()).into_response()
@@ -110,7 +124,7 @@ async fn cert(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn recipients(State(s): State<Arc<Shared>>) -> Response {
-    let Some(k) = s.registry.latest() else {
+    let Some(k) = s.registry.sealing() else {
         s.metrics.api(Endpoint::Recipients, "no_keys");
         return (StatusCode::INTERNAL_SERVER_ERROR, "no sealing key is loaded yet\n").into_response();
     };
@@ -152,7 +166,7 @@ async fn verify_handler(
     let client = client_of(&headers, peer);
     if !s.rate_limiter.allow(client, Instant::now()) {
         s.metrics.api(Endpoint::Verify, "rate_limited");
-        return (StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down\n").into_response();
+        return s.rate_limiter.too_many_requests();
     }
     let ss = match parse_body(&body) {
         Ok(ss) => ss,
@@ -192,7 +206,7 @@ async fn rotate_handler(
     let client = client_of(&headers, peer);
     if !s.rate_limiter.allow(client, Instant::now()) {
         s.metrics.api(Endpoint::Rotate, "rate_limited");
-        return (StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down\n").into_response();
+        return s.rate_limiter.too_many_requests();
     }
     let ss = match parse_body(&body) {
         Ok(ss) => ss,
@@ -208,7 +222,7 @@ async fn rotate_handler(
     rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
     match result {
         Ok((rotated, old)) => {
-            rec.key_id = s.registry.latest().map(|k| k.id().to_string());
+            rec.key_id = s.registry.sealing().map(|k| k.id().to_string());
             rec.message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old)));
             s.audit.write(rec);
             s.metrics.api(Endpoint::Rotate, "ok");
@@ -250,5 +264,15 @@ mod tests {
         assert!(rl.allow(ip, t0 + Duration::from_millis(600)));
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(rl.allow(other, t0), "buckets are per client");
+    }
+
+    #[test]
+    fn a_refused_client_is_told_when_a_token_is_surely_back() {
+        assert_eq!(RateLimiter::new(2.0, 4).retry_after_secs(), 1);
+        assert_eq!(RateLimiter::new(0.3, 4).retry_after_secs(), 4);
+        assert_eq!(RateLimiter::new(0.0, 4).retry_after_secs(), 3600);
+        let resp = RateLimiter::new(2.0, 4).too_many_requests();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -69,9 +69,23 @@ pub async fn watch_keys(shared: Arc<Shared>) {
             }
             Ok(watcher::Event::Apply(s)) => {
                 let name = s.metadata.name.clone().unwrap_or_default();
+                let restored_by = s
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::registry::RESTORED_BY_ANNOTATION))
+                    .cloned();
                 match load(&shared, &s) {
                     Some(k) => {
                         let change = shared.registry.upsert(k);
+                        if let (crate::registry::Change::Added(id), Some(who)) = (&change, &restored_by) {
+                            let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
+                            rec.key_id = Some(id.to_string());
+                            rec.caller = Some(gitseal_shared::audit::Caller { user: who.clone(), groups: Vec::new() });
+                            rec.message =
+                                Some(format!("key Secret {name} restored from a backup (restorer as annotated)"));
+                            shared.audit.write(rec);
+                        }
                         if change != crate::registry::Change::Unchanged
                             && let Some(k) = shared.registry.all().into_iter().find(|k| k.secret_name == name)
                         {
@@ -133,11 +147,16 @@ pub async fn generate(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // Only a renewal waits for a backup: the very first key has nothing to stand in for it.
+    let pending_backup = cfg.require_key_backup && shared.registry.latest().is_some();
+    let annotations =
+        pending_backup.then(|| [(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string())].into());
     let secret = Secret {
         metadata: ObjectMeta {
             generate_name: Some(cfg.key_prefix.clone()),
             namespace: Some(cfg.namespace.clone()),
             labels: Some(labels),
+            annotations,
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -165,6 +184,8 @@ pub async fn generate(
         decryption,
         state: KeyState::Active,
         bitnami: false,
+        pending_backup,
+        created: created.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
     });
     update_key_metrics(shared);
     let mut rec = AuditLog::record("KeyGenerated", AuditOutcome::Success);

@@ -12,6 +12,7 @@ pub mod config;
 pub mod crd;
 pub mod decide;
 pub mod http;
+pub mod key_ops;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
@@ -63,7 +64,7 @@ impl Shared {
         if !*self.keys_synced.borrow() {
             return Err("key Secrets not listed yet");
         }
-        if self.registry.latest().is_none() {
+        if self.registry.sealing().is_none() {
             return Err("no sealing key loaded");
         }
         if self.leading.load(Ordering::SeqCst) && self.watches_pending.load(Ordering::SeqCst) > 0 {

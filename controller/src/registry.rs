@@ -20,6 +20,12 @@ use tokio::sync::watch;
 
 pub const GITSEAL_KEY_LABEL: &str = "gitseal.dev/key";
 pub const BITNAMI_KEY_LABEL: &str = "sealedsecrets.bitnami.com/sealed-secrets-key";
+/// On a key Secret: the key is not handed out for sealing until a backup contains it.
+pub const PENDING_BACKUP_ANNOTATION: &str = "gitseal.dev/pending-backup";
+/// On a key Secret: when a backup last contained it.
+pub const BACKED_UP_ANNOTATION: &str = "gitseal.dev/backed-up-at";
+/// On a key Secret created by `gitseal keys restore`: who says they restored it.
+pub const RESTORED_BY_ANNOTATION: &str = "gitseal.dev/restored-by";
 
 /// Lifecycle state of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +74,10 @@ pub struct LoadedKey {
     pub state: KeyState,
     /// Whether the Secret came from Bitnami's controller (no gitseal label).
     pub bitnami: bool,
+    /// Waiting for a backup before it may seal (`--require-key-backup`).
+    pub pending_backup: bool,
+    /// The key Secret's creation time, RFC 3339.
+    pub created: Option<String>,
 }
 
 impl LoadedKey {
@@ -90,7 +100,14 @@ impl LoadedKey {
         let pair = KeyPair::from_secret_data(key, crt, get(AGE_KEY)).map_err(|e| format!("key Secret {name}: {e}"))?;
         let decryption = pair.decryption_key().map_err(|e| format!("key Secret {name}: {e}"))?;
         let bitnami = secret.metadata.labels.as_ref().is_none_or(|l| !l.contains_key(GITSEAL_KEY_LABEL));
-        Ok(LoadedKey { secret_name: name, pair, decryption, state, bitnami })
+        let pending_backup = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PENDING_BACKUP_ANNOTATION))
+            .is_some_and(|v| v == "true");
+        let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
+        Ok(LoadedKey { secret_name: name, pair, decryption, state, bitnami, pending_backup, created })
     }
 }
 
@@ -140,7 +157,9 @@ impl Registry {
         let mut keys = self.write();
         let change = match keys.get(&key.secret_name) {
             None => Change::Added(id),
-            Some(old) if old.id() == key.id() && old.state == key.state => Change::Unchanged,
+            Some(old) if old.id() == key.id() && old.state == key.state && old.pending_backup == key.pending_backup => {
+                Change::Unchanged
+            }
             Some(_) => Change::Updated(id),
         };
         keys.insert(key.secret_name.clone(), Arc::new(key));
@@ -187,9 +206,17 @@ impl Registry {
         self.read().is_empty()
     }
 
-    /// The sealing key: the active key with the greatest certificate NotBefore.
+    /// The newest active key (greatest certificate NotBefore), backed up or not: what renewal
+    /// counts from.
     pub fn latest(&self) -> Option<Arc<LoadedKey>> {
         self.all().into_iter().find(|k| k.state == KeyState::Active)
+    }
+
+    /// The key handed out for sealing: the newest active key that is not waiting for a backup
+    /// (the oldest active one when every key is waiting: it is the one already in use).
+    pub fn sealing(&self) -> Option<Arc<LoadedKey>> {
+        let active: Vec<_> = self.all().into_iter().filter(|k| k.state == KeyState::Active).collect();
+        active.iter().find(|k| !k.pending_backup).or(active.last()).cloned()
     }
 
     /// NotBefore of the latest active key.

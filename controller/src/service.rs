@@ -57,7 +57,7 @@ pub fn verify(shared: &Shared, ss: &SealedSecretObject) -> Result<Vec<KeyId>, Se
 /// does for unsealing), and the template's scope annotations are made to agree with it, so a
 /// forged template annotation cannot widen the scope through a re-seal (Bitnami #1885).
 pub fn rotate(shared: &Shared, ss: &SealedSecretObject) -> Result<(SealedSecretObject, Vec<KeyId>), ServiceError> {
-    let latest = shared.registry.latest().ok_or(ServiceError::NoKeys)?;
+    let latest = shared.registry.sealing().ok_or(ServiceError::NoKeys)?;
     let recipient = latest.pair.cert.recipient().map_err(|e| ServiceError::Internal(e.to_string()))?;
     let recipients = RecipientSet::new(vec![recipient]).map_err(|e| ServiceError::Internal(e.to_string()))?;
     let usable = shared.registry.usable();

@@ -51,6 +51,7 @@ async fn the_aggregated_api_authenticates_authorizes_and_audits_callers() -> any
         let port = free_port()?;
         let (ca_pem, crt, key) = serving_cert(plane.dir(), "gitseal-api", ns.name())?;
         let args = [
+            "--require-key-backup".to_string(),
             format!("--aggregated-addr=127.0.0.1:{port}"),
             format!("--aggregated-tls-cert={}", crt.display()),
             format!("--aggregated-tls-key={}", key.display()),
@@ -161,9 +162,137 @@ async fn the_aggregated_api_authenticates_authorizes_and_audits_callers() -> any
             other => panic!("expected 401, got {other:?}"),
         }
 
+        key_operations(plane, &g, &ns, &admin, &sealed).await?;
         apiservices.delete(APISERVICE, &DeleteParams::default()).await?;
         Ok::<_, anyhow::Error>(())
     })
     .await??;
+    Ok(())
+}
+
+/// The security team's key operations through the same API, as a user bound to a Role.
+async fn key_operations(
+    plane: &ControlPlane,
+    g: &Gitseal,
+    ns: &gitseal_tests::TestNamespace,
+    admin: &kube::Client,
+    old_sealed: &Value,
+) -> anyhow::Result<()> {
+    gitseal_tests::apply_json(
+        admin,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "key-admin", "namespace": ns.name()},
+            "rules": [{"apiGroups": ["api.gitseal.dev"],
+                       "resources": ["keys", "keyrotations", "keyretirements", "keyrevocations", "keybackups"],
+                       "verbs": ["create", "list"]}]
+        }),
+    )
+    .await?;
+    gitseal_tests::apply_json(
+        admin,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "sec-key-admin", "namespace": ns.name()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "key-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "security"}]
+        }),
+    )
+    .await?;
+    let sec = kube::Client::try_from(plane.user_config("sam", &["security"]).await?)?;
+    let base = format!("/apis/api.gitseal.dev/v1/namespaces/{}", ns.name());
+    let op = |kind: &str, spec: Value| json!({"apiVersion": "api.gitseal.dev/v1", "kind": kind, "metadata": {"name": "op"}, "spec": spec});
+    let first = g.cert().await?;
+
+    // Rotate now: a second key, held back from sealing until a backup contains it.
+    let rotated = wait_for("sam's rotation to be allowed", Duration::from_secs(20), || {
+        let (sec, path, body) = (sec.clone(), format!("{base}/keyrotations"), op("KeyRotation", json!({})));
+        async move { Ok::<_, kube::Error>(post(&sec, &path, &body).await.ok()) }
+    })
+    .await?;
+    let new_id = rotated.pointer("/status/keyId").and_then(Value::as_str).unwrap().to_string();
+    let list: Value = sec.request(http::Request::get(format!("{base}/keys")).body(Vec::new())?).await?;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let pending = items.iter().find(|k| k["keyId"] == new_id.as_str()).unwrap();
+    assert_eq!(pending["pendingBackup"], true);
+    assert_eq!(g.cert().await?.key_id(), first.key_id(), "a key waiting for its backup does not seal");
+
+    // Back up to the security team's age recipient: the real age CLI opens it; then the new key seals.
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let backup =
+        post(&sec, &format!("{base}/keybackups"), &op("KeyBackup", json!({"recipients": [recipient]}))).await?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(backup.pointer("/status/backup").and_then(Value::as_str).unwrap())?;
+    let dir = plane.dir();
+    let (id_file, backup_file) =
+        (dir.join(format!("sam-{}.age-id", ns.name())), dir.join(format!("backup-{}.age", ns.name())));
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&id_file, format!("{}\n", identity.to_string().expose_secret()))?;
+    }
+    std::fs::write(&backup_file, &bytes)?;
+    let opened = gitseal_tests::exec_binary(
+        gitseal_tests::Peer::Age.path()?,
+        ["-d", "-i", &id_file.display().to_string(), &backup_file.display().to_string()],
+        std::iter::empty::<(&str, &str)>(),
+        b"",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let text = String::from_utf8(opened)?;
+    assert!(text.contains("kind: List") && text.matches("tls.key").count() == 2, "backup holds both keys");
+    let nobody = gitseal_tests::exec_binary(
+        gitseal_tests::Peer::Age.path()?,
+        ["-d", "-i", "/dev/null", &backup_file.display().to_string()],
+        std::iter::empty::<(&str, &str)>(),
+        b"",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(nobody.is_err(), "without the identity nothing is readable");
+    wait_for("the backed-up key to seal", Duration::from_secs(20), || async {
+        Ok::<_, anyhow::Error>((g.cert().await?.key_id().as_str() == new_id).then_some(()))
+    })
+    .await?;
+
+    // Retire the first key: it still decrypts, so the old SealedSecret stays in sync.
+    let retired =
+        post(&sec, &format!("{base}/keyretirements"), &op("KeyRetirement", json!({"keyId": first.key_id().as_str()})))
+            .await?;
+    assert_eq!(retired.pointer("/status/state"), Some(&json!("retired")));
+    let unknown = post(
+        &sec,
+        &format!("{base}/keyretirements"),
+        &op("KeyRetirement", json!({"keyId": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+    )
+    .await;
+    assert!(matches!(unknown, Err(kube::Error::Api(ref ae)) if ae.code == 404), "{unknown:?}");
+
+    // Revoke it: SealedSecrets on it report KeyRevoked, others are untouched, the Secret stays.
+    let other = seal(&g.cert().await?, ns.name(), "on-new-key", &[("k", "v")], ApiGroup::Gitseal);
+    gitseal_tests::apply_json(admin, other).await?;
+    crate::fixture::synced(ns, ApiGroup::Gitseal, "on-new-key", "True").await?;
+    post(&sec, &format!("{base}/keyrevocations"), &op("KeyRevocation", json!({"keyId": first.key_id().as_str()})))
+        .await?;
+    let mut touched = old_sealed.clone();
+    touched["metadata"]["labels"] = json!({"touch": "1"});
+    touched["spec"]["template"]["metadata"]["labels"] = json!({"rev": "1"});
+    gitseal_tests::apply_json(admin, touched).await?;
+    let s = crate::fixture::synced(ns, ApiGroup::Gitseal, "db", "False").await?;
+    assert_eq!(s.pointer("/status/conditions/0/reason").and_then(Value::as_str), Some("KeyRevoked"));
+    crate::fixture::synced(ns, ApiGroup::Gitseal, "on-new-key", "True").await?;
+    secret_with(ns, "db", "password", "hunter2").await?;
+    assert!(g.metric("gitseal_sealed_secrets_on_revoked_keys").await? >= 1.0);
+
+    let lines = g.audit_lines();
+    for action in ["KeyGenerated", "KeyBackup", "KeyRetired", "KeyRevoked"] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("\"action\":\"{action}\"")) && l.contains("\"user\":\"sam\"")),
+            "an audit record of {action} naming sam"
+        );
+    }
+    assert!(gitseal_shared::audit::verify_chain(lines.iter().map(String::as_str)).is_ok());
     Ok(())
 }

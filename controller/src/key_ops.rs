@@ -1,0 +1,167 @@
+//! Key operations for the security team, behind the authenticated API: list, rotate now,
+//! retire, revoke, and back up (encrypted to age recipients inside the controller, so private
+//! keys never leave it in plaintext). Every operation is audited with its caller.
+
+use std::io::Write as _;
+use std::str::FromStr;
+
+use gitseal_shared::KeyId;
+use gitseal_shared::audit::{Caller, Outcome as AuditOutcome};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::audit::AuditLog;
+use crate::registry::{
+    BACKED_UP_ANNOTATION, BITNAMI_KEY_LABEL, GITSEAL_KEY_LABEL, KeyState, PENDING_BACKUP_ANNOTATION,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyOpError {
+    #[error("no key {0} in this controller")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn audit(shared: &Shared, action: &str, caller: &Caller, key_id: Option<String>, result: &Result<(), String>) {
+    let mut rec = AuditLog::record(action, if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
+    rec.caller = Some(caller.clone());
+    rec.key_id = key_id;
+    if let Err(m) = result {
+        rec.message = Some(m.clone());
+    }
+    shared.audit.write(rec);
+}
+
+/// Every key with its state, newest first.
+pub fn list(shared: &Shared) -> Value {
+    let sealing = shared.registry.sealing().map(|k| k.id().clone());
+    let items: Vec<Value> = shared
+        .registry
+        .all()
+        .iter()
+        .map(|k| {
+            json!({
+                "keyId": k.id().to_string(),
+                "secretName": k.secret_name,
+                "created": k.created,
+                "notBefore": k.not_before().map(gitseal_keys::cert::fmt_time),
+                "notAfter": k.pair.cert.not_after().map(gitseal_keys::cert::fmt_time),
+                "state": k.state.as_str(),
+                "pendingBackup": k.pending_backup,
+                "latest": sealing.as_ref() == Some(k.id()),
+                "bitnami": k.bitnami,
+                "ageRecipient": k.decryption.age_recipient().map(|r| r.to_string()),
+            })
+        })
+        .collect();
+    json!({"apiVersion": "api.gitseal.dev/v1", "kind": "KeyList", "items": items})
+}
+
+/// Make a new key now.
+pub async fn rotate(shared: &Shared, caller: &Caller) -> Result<Value, KeyOpError> {
+    let id = crate::keys::generate(shared, "Requested", Some(caller.clone()))
+        .await
+        .map_err(|e| KeyOpError::Failed(format!("{e:#}")))?;
+    let secret = shared.registry.find(&id).map(|k| k.secret_name.clone());
+    Ok(json!({"keyId": id.to_string(), "secretName": secret}))
+}
+
+/// Retire (still decrypts, never seals) or revoke (compromised: not used at all) a key.
+pub async fn set_state(shared: &Shared, caller: &Caller, key_id: &str, state: KeyState) -> Result<Value, KeyOpError> {
+    let action = match state {
+        KeyState::Retired => "KeyRetired",
+        KeyState::Revoked => "KeyRevoked",
+        KeyState::Active => "KeyActivated",
+    };
+    let id = KeyId::from_str(key_id).map_err(|e| KeyOpError::BadRequest(format!("spec.keyId: {e}")))?;
+    let Some(key) = shared.registry.find(&id) else {
+        audit(shared, action, caller, Some(key_id.into()), &Err("unknown key id".into()));
+        return Err(KeyOpError::NotFound(key_id.into()));
+    };
+    if key.state == KeyState::Revoked && state != KeyState::Revoked {
+        return Err(KeyOpError::Conflict(format!("key {key_id} is revoked; a revoked key never comes back")));
+    }
+    let bitnami_value = if state == KeyState::Revoked { "compromised" } else { "active" };
+    let patch = json!({"metadata": {"labels": {GITSEAL_KEY_LABEL: state.as_str(), BITNAMI_KEY_LABEL: bitnami_value}}});
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    let result = api
+        .patch(&key.secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    audit(shared, action, caller, Some(key.id().to_string()), &result);
+    result.map_err(KeyOpError::Failed)?;
+    Ok(json!({"keyId": key.id().to_string(), "state": state.as_str()}))
+}
+
+/// Encrypt every key (as a YAML v1 List of key Secrets) to the given age recipients and mark the
+/// keys backed up. Returns the base64 of a binary age file.
+pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> Result<Value, KeyOpError> {
+    if recipients.is_empty() {
+        return Err(KeyOpError::BadRequest("spec.recipients: give at least one age recipient (age1…)".into()));
+    }
+    let parsed: Vec<age::x25519::Recipient> = recipients
+        .iter()
+        .map(|r| {
+            age::x25519::Recipient::from_str(r.trim())
+                .map_err(|_| KeyOpError::BadRequest(format!("not an age recipient: {r}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let keys = shared.registry.all();
+    if keys.is_empty() {
+        return Err(KeyOpError::Conflict("no key to back up yet".into()));
+    }
+    let mut items = Vec::new();
+    for k in &keys {
+        let data: serde_json::Map<String, Value> = k
+            .pair
+            .secret_data()
+            .map_err(|e| KeyOpError::Failed(e.to_string()))?
+            .into_iter()
+            .map(|(name, v)| (name.to_string(), Value::from(gitseal_shared::value::encode_base64(&v))))
+            .collect();
+        items.push(json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": k.secret_name, "namespace": shared.config.namespace,
+                         "labels": {GITSEAL_KEY_LABEL: k.state.as_str(),
+                                    BITNAMI_KEY_LABEL: if k.state == KeyState::Revoked { "compromised" } else { "active" }}},
+            "data": data,
+        }));
+    }
+    let list = zeroize::Zeroizing::new(
+        gitseal_shared::manifest::to_yaml(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
+            .map_err(|e| KeyOpError::Failed(e.to_string()))?,
+    );
+    drop(items);
+    let dyns: Vec<&dyn age::Recipient> = parsed.iter().map(|r| r as &dyn age::Recipient).collect();
+    let encryptor = age::Encryptor::with_recipients(dyns.into_iter()).map_err(|e| KeyOpError::Failed(e.to_string()))?;
+    let mut out = Vec::new();
+    let io = |e: std::io::Error| KeyOpError::Failed(e.to_string());
+    let mut w = encryptor.wrap_output(&mut out).map_err(io)?;
+    w.write_all(list.as_bytes()).map_err(io)?;
+    w.finish().map_err(io)?;
+    drop(list);
+
+    let ids: Vec<String> = keys.iter().map(|k| k.id().to_string()).collect();
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    let now = crate::audit::now_rfc3339();
+    for k in &keys {
+        let patch = json!({"metadata": {"annotations": {PENDING_BACKUP_ANNOTATION: null, BACKED_UP_ANNOTATION: now}}});
+        if let Err(e) = api.patch(&k.secret_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::warn!(secret = %k.secret_name, error = %e, "cannot mark the key backed up");
+        }
+    }
+    let mut rec = AuditLog::record("KeyBackup", AuditOutcome::Success);
+    rec.caller = Some(caller.clone());
+    rec.key_id = Some(ids.join(","));
+    rec.message = Some(format!("{} keys encrypted to {} recipients", ids.len(), recipients.len()));
+    shared.audit.write(rec);
+    Ok(json!({"backup": gitseal_shared::value::encode_base64(&out), "keyIds": ids}))
+}
