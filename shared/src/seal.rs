@@ -137,6 +137,40 @@ pub fn open_item(keys: &[&DecryptionKey], target: &Target, item: &str, text: &st
     value::open(keys, target, &bytes)
 }
 
+/// Every `encryptedData` item, opened.
+struct OpenedItems {
+    values: BTreeMap<String, SecretBytes>,
+    key_ids: BTreeSet<KeyId>,
+    private_ops: u32,
+}
+
+/// Open every `encryptedData` item with `keys` (already ordered). Items no key opens are
+/// collected into one [`Error::Undecryptable`]; a truncated item is reported by name.
+fn open_items(ss: &SealedSecretObject, keys: &[&DecryptionKey], target: &Target) -> Result<OpenedItems> {
+    let mut out = OpenedItems { values: BTreeMap::new(), key_ids: BTreeSet::new(), private_ops: 0 };
+    let mut failed = Vec::new();
+    for (item, text) in &ss.spec.encrypted_data {
+        match open_item(keys, target, item, text) {
+            Ok(opened) => {
+                out.private_ops += opened.private_ops;
+                out.key_ids.insert(opened.key_id);
+                out.values.insert(item.clone(), opened.plaintext);
+            }
+            Err(Error::DecryptionFailed) => failed.push(item.clone()),
+            Err(Error::TooShort { len }) => {
+                return Err(Error::Manifest(format!(
+                    "encryptedData[{item}] is truncated ({len} bytes) or not a sealed value"
+                )));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::Undecryptable(failed));
+    }
+    Ok(out)
+}
+
 /// The result of unsealing a whole SealedSecret.
 #[derive(Debug)]
 pub struct Unsealed {
@@ -155,7 +189,6 @@ pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unseal
     let mut data = BTreeMap::new();
     let mut key_ids = BTreeSet::new();
     let mut private_ops = 0;
-    let mut failed = Vec::new();
 
     if let Some(blob) = &ss.spec.data {
         if !ss.spec.encrypted_data.is_empty() {
@@ -170,25 +203,10 @@ pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unseal
             .map_err(|_| Error::Manifest("deprecated spec.data did not hold a Secret".into()))?;
         data = PlainSecret::from_value(&legacy)?.data;
     }
-    for (item, text) in &ss.spec.encrypted_data {
-        match open_item(&ordered, &target, item, text) {
-            Ok(opened) => {
-                private_ops += opened.private_ops;
-                key_ids.insert(opened.key_id);
-                data.insert(item.clone(), opened.plaintext);
-            }
-            Err(Error::DecryptionFailed) => failed.push(item.clone()),
-            Err(Error::TooShort { len }) => {
-                return Err(Error::Manifest(format!(
-                    "encryptedData[{item}] is truncated ({len} bytes) or not a sealed value"
-                )));
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    if !failed.is_empty() {
-        return Err(Error::Undecryptable(failed));
-    }
+    let items = open_items(ss, &ordered, &target)?;
+    private_ops += items.private_ops;
+    key_ids.extend(items.key_ids);
+    data.extend(items.values);
 
     let template = ss.spec.template.clone().unwrap_or_default();
     if let Some(tdata) = &template.data {
@@ -254,30 +272,12 @@ pub struct Resealed {
 pub fn reseal(ss: &SealedSecretObject, keys: &[&DecryptionKey], recipients: &RecipientSet) -> Result<Resealed> {
     let target = target_of(ss)?;
     let ordered = value::order_by_hints(keys, &key_hints(ss));
+    let items = open_items(ss, &ordered, &target)?;
     let mut encrypted_data = BTreeMap::new();
-    let mut old_key_ids = BTreeSet::new();
-    let mut private_ops = 0;
-    let mut failed = Vec::new();
-    for (item, text) in &ss.spec.encrypted_data {
-        match open_item(&ordered, &target, item, text) {
-            Ok(opened) => {
-                private_ops += opened.private_ops;
-                old_key_ids.insert(opened.key_id);
-                encrypted_data
-                    .insert(item.clone(), encode_base64(&recipients.seal(&target, opened.plaintext.expose())?));
-            }
-            Err(Error::DecryptionFailed) => failed.push(item.clone()),
-            Err(Error::TooShort { len }) => {
-                return Err(Error::Manifest(format!(
-                    "encryptedData[{item}] is truncated ({len} bytes) or not a sealed value"
-                )));
-            }
-            Err(other) => return Err(other),
-        }
+    for (item, plain) in &items.values {
+        encrypted_data.insert(item.clone(), encode_base64(&recipients.seal(&target, plain.expose())?));
     }
-    if !failed.is_empty() {
-        return Err(Error::Undecryptable(failed));
-    }
+    let (old_key_ids, private_ops) = (items.key_ids, items.private_ops);
     Ok(Resealed {
         encrypted_data,
         old_key_ids,
