@@ -23,6 +23,8 @@ if [[ ${1:-} != --quick ]]; then
     ./target/debug/gitseal-controller crd "${g%%:*}" | diff -u "deploy/crds/${g#*:}_sealedsecrets.yaml" - ||
       { echo "deploy/crds is stale: run 'gitseal-controller crd ${g%%:*}' and commit the result" >&2; exit 1; }
   done
+  step "deploy/ is current (chart copies of CRDs and dashboard, deploy/manifests, argocd-cm)"
+  bash deploy/generate.sh --check
 fi
 
 step "cargo test"

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,7 +28,7 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Endpoint {
     Cert,
     Verify,
@@ -38,9 +38,23 @@ pub enum Endpoint {
     AggregatedReseal,
 }
 
+impl Endpoint {
+    /// snake_case label value, like every other label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Cert => "cert",
+            Endpoint::Verify => "verify",
+            Endpoint::Rotate => "rotate",
+            Endpoint::Recipients => "recipients",
+            Endpoint::AggregatedVerify => "aggregated_verify",
+            Endpoint::AggregatedReseal => "aggregated_reseal",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
-    pub endpoint: Endpoint,
+    pub endpoint: &'static str,
     pub outcome: &'static str,
 }
 
@@ -168,7 +182,7 @@ impl Metrics {
     }
 
     pub fn api(&self, endpoint: Endpoint, outcome: &'static str) {
-        self.api_requests.get_or_create(&ApiLabels { endpoint, outcome }).inc();
+        self.api_requests.get_or_create(&ApiLabels { endpoint: endpoint.label(), outcome }).inc();
     }
 }
 
