@@ -20,7 +20,7 @@ if [[ ${1:-} != --quick ]]; then
   step "generated CRDs are current"
   cargo build --locked -q -p gitseal-controller
   for g in gitseal:gitseal.dev bitnami:bitnami.com; do
-    ./target/debug/gitseal-controller crd "${g%%:*}" | diff -u "deploy/crds/${g#*:}_sealedsecrets.yaml" - ||
+    "${CARGO_TARGET_DIR:-target}/debug/gitseal-controller" crd "${g%%:*}" | diff -u "deploy/crds/${g#*:}_sealedsecrets.yaml" - ||
       { echo "deploy/crds is stale: run 'gitseal-controller crd ${g%%:*}' and commit the result" >&2; exit 1; }
   done
   step "deploy/ is current (chart copies of CRDs and dashboard, deploy/manifests, argocd-cm)"
