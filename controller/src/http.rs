@@ -139,12 +139,17 @@ async fn recipients(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
+/// The client a request is counted against: behind the kube-apiserver's service proxy, the
+/// last `X-Forwarded-For` entry (the address the proxy itself saw and appended; earlier entries
+/// are whatever the caller sent); otherwise the peer address.
 fn client_of(headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|v| v.trim().parse().ok())
+        .last()
         .unwrap_or(peer.ip())
 }
 
@@ -157,44 +162,70 @@ fn service_error(e: &ServiceError) -> (StatusCode, &'static str) {
     }
 }
 
+/// What a legacy endpoint did, for its audit record and its answer.
+struct Done {
+    response: Response,
+    key_id: Option<String>,
+    message: Option<String>,
+}
+
+/// The shared shape of `/v1/verify` and `/v1/rotate`: rate limit per client, parse one
+/// SealedSecret, run `op`, audit the call (caller unknown: the service proxy strips it), count it.
+fn legacy_call(
+    s: &Shared,
+    endpoint: Endpoint,
+    action: &str,
+    client: IpAddr,
+    body: &[u8],
+    op: impl FnOnce(&Shared, &gitseal_shared::types::SealedSecretObject) -> Result<Done, ServiceError>,
+) -> Response {
+    if !s.rate_limiter.allow(client, Instant::now()) {
+        s.metrics.api(endpoint, "rate_limited");
+        return s.rate_limiter.too_many_requests();
+    }
+    let ss = match parse_body(body) {
+        Ok(ss) => ss,
+        Err(e) => {
+            s.metrics.api(endpoint, "bad_request");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let result = op(s, &ss);
+    let mut rec = AuditLog::record(action, if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
+    rec.object = Some(object_of(&ss));
+    rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
+    let response = match result {
+        Ok(done) => {
+            rec.key_id = done.key_id;
+            rec.message = done.message;
+            s.metrics.api(endpoint, "ok");
+            done.response
+        }
+        Err(e) => {
+            let (code, label) = service_error(&e);
+            rec.reason = Some(label.into());
+            s.metrics.api(endpoint, label);
+            (code, format!("{e}\n")).into_response()
+        }
+    };
+    s.audit.write(rec);
+    response
+}
+
 async fn verify_handler(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let client = client_of(&headers, peer);
-    if !s.rate_limiter.allow(client, Instant::now()) {
-        s.metrics.api(Endpoint::Verify, "rate_limited");
-        return s.rate_limiter.too_many_requests();
-    }
-    let ss = match parse_body(&body) {
-        Ok(ss) => ss,
-        Err(e) => {
-            s.metrics.api(Endpoint::Verify, "bad_request");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
-        }
-    };
-    let result = verify(&s, &ss);
-    let mut rec =
-        AuditLog::record("Verify", if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
-    rec.object = Some(object_of(&ss));
-    rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
-    match result {
-        Ok(ids) => {
-            rec.key_id = Some(gitseal_shared::KeyId::join(ids));
-            s.audit.write(rec);
-            s.metrics.api(Endpoint::Verify, "ok");
-            (StatusCode::OK, "OK\n").into_response()
-        }
-        Err(e) => {
-            let (code, label) = service_error(&e);
-            rec.reason = Some(label.into());
-            s.audit.write(rec);
-            s.metrics.api(Endpoint::Verify, label);
-            (code, format!("{e}\n")).into_response()
-        }
-    }
+    legacy_call(&s, Endpoint::Verify, "Verify", client_of(&headers, peer), &body, |s, ss| {
+        let ids = verify(s, ss)?;
+        Ok(Done {
+            response: (StatusCode::OK, "OK\n").into_response(),
+            key_id: Some(gitseal_shared::KeyId::join(ids)),
+            message: None,
+        })
+    })
 }
 
 async fn rotate_handler(
@@ -203,49 +234,23 @@ async fn rotate_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let client = client_of(&headers, peer);
-    if !s.rate_limiter.allow(client, Instant::now()) {
-        s.metrics.api(Endpoint::Rotate, "rate_limited");
-        return s.rate_limiter.too_many_requests();
-    }
-    let ss = match parse_body(&body) {
-        Ok(ss) => ss,
-        Err(e) => {
-            s.metrics.api(Endpoint::Rotate, "bad_request");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
-        }
-    };
-    let result = rotate(&s, &ss);
-    let mut rec =
-        AuditLog::record("Rotate", if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
-    rec.object = Some(object_of(&ss));
-    rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
-    match result {
-        Ok((rotated, old)) => {
-            rec.key_id = s.registry.sealing().map(|k| k.id().to_string());
-            rec.message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old)));
-            s.audit.write(rec);
-            s.metrics.api(Endpoint::Rotate, "ok");
-            let json = serde_json::to_value(&rotated).unwrap_or_default();
-            let yaml_wanted =
-                headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("yaml"));
-            let (body, ctype) = if yaml_wanted {
-                (write_documents(&[json], OutputFormat::Yaml).unwrap_or_default(), "application/yaml")
-            } else {
-                (write_documents(&[json], OutputFormat::Json).unwrap_or_default(), "application/json")
-            };
-            let mut resp = (StatusCode::OK, body).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-            resp
-        }
-        Err(e) => {
-            let (code, label) = service_error(&e);
-            rec.reason = Some(label.into());
-            s.audit.write(rec);
-            s.metrics.api(Endpoint::Rotate, label);
-            (code, format!("{e}\n")).into_response()
-        }
-    }
+    let yaml_wanted = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("yaml"));
+    legacy_call(&s, Endpoint::Rotate, "Rotate", client_of(&headers, peer), &body, |s, ss| {
+        let (rotated, old) = rotate(s, ss)?;
+        let json = serde_json::to_value(&rotated).unwrap_or_default();
+        let (body, ctype) = if yaml_wanted {
+            (write_documents(&[json], OutputFormat::Yaml).unwrap_or_default(), "application/yaml")
+        } else {
+            (write_documents(&[json], OutputFormat::Json).unwrap_or_default(), "application/json")
+        };
+        let mut response = (StatusCode::OK, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        Ok(Done {
+            response,
+            key_id: s.registry.sealing().map(|k| k.id().to_string()),
+            message: Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old))),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -264,6 +269,15 @@ mod tests {
         assert!(rl.allow(ip, t0 + Duration::from_millis(600)));
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(rl.allow(other, t0), "buckets are per client");
+    }
+
+    #[test]
+    fn a_forged_forwarded_for_entry_does_not_buy_a_new_bucket() {
+        let peer: SocketAddr = "10.0.0.9:443".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 192.0.2.7"));
+        assert_eq!(client_of(&h, peer), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_of(&HeaderMap::new(), peer), peer.ip());
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod fixture;
 mod aggregated;
 mod compat;
 mod keys;
+mod kubeseal_proxy;
 mod leader;
 mod unseal;
