@@ -96,7 +96,8 @@ async fn a_killed_playground_leaves_no_peer_running_and_no_directory() -> anyhow
     let dir = kubeconfig.parent().context("kubeconfig has no parent")?.to_path_buf();
     let root = dir.parent().context("no harness root")?.to_path_buf();
     let peers = processes_using(&dir);
-    assert_eq!(peers.len(), 2, "expected etcd and kube-apiserver, found pids {peers:?}");
+    // etcd, kube-apiserver, kube-controller-manager and the playground's gitseal-controller.
+    assert_eq!(peers.len(), 4, "expected four peers, found pids {peers:?}");
 
     // SIGKILL: no destructor runs, only the watchdog can clean up.
     playground.kill()?;
