@@ -28,4 +28,4 @@ if [[ ${1:-} != --quick ]]; then
 fi
 
 step "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
