@@ -149,7 +149,7 @@ fn client_of(headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|v| v.trim().parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(peer.ip())
 }
 

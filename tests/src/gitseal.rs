@@ -82,13 +82,28 @@ pub struct GitsealController {
 
 impl GitsealController {
     /// CRDs, RBAC and a ServiceAccount token in `ns`, then the controller (`binary`) with its
-    /// namespace `ns`, watching `watch` (all namespaces when `None`), plus `extra` flags.
+    /// namespace `ns`, watching `watch` (all namespaces when `None`), plus `extra` flags; its
+    /// HTTP API on 127.0.0.1.
     pub async fn start(
         plane: &ControlPlane,
         binary: &Path,
         ns: &str,
         watch: Option<&str>,
         name: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_on(plane, binary, ns, watch, name, "127.0.0.1", extra).await
+    }
+
+    /// [`Self::start`] with the HTTP API on `host` (e.g. a [`crate::service_route::HostLink`]
+    /// address the apiserver's service proxy can reach).
+    pub async fn start_on(
+        plane: &ControlPlane,
+        binary: &Path,
+        ns: &str,
+        watch: Option<&str>,
+        name: &str,
+        host: &str,
         extra: &[&str],
     ) -> Result<Self> {
         let client = plane.client()?;
@@ -99,7 +114,7 @@ impl GitsealController {
         let audit_log = plane.dir().join(format!("audit-{ns}-{name}.log"));
         let mut args: Vec<String> = vec![
             format!("--namespace={ns}"),
-            format!("--listen-addr=127.0.0.1:{api_port}"),
+            format!("--listen-addr={host}:{api_port}"),
             format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             format!("--audit-log={}", audit_log.display()),
             format!("--pod-name={name}"),
@@ -112,7 +127,7 @@ impl GitsealController {
         let process = run_binary(binary, &args, env)?;
         Ok(Self {
             process,
-            api: format!("http://127.0.0.1:{api_port}"),
+            api: format!("http://{host}:{api_port}"),
             metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             audit_log,
         })

@@ -12,11 +12,9 @@ use gitseal_keys::Certificate;
 use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::manifest::parse_documents;
 use gitseal_shared::types::ApiGroup;
-use gitseal_tests::gitseal::{apply_rbac, install_crds};
+use gitseal_tests::gitseal::GitsealController;
 use gitseal_tests::service_route::{HostLink, ServiceRoute};
-use gitseal_tests::{
-    ControlPlane, Peer, TestNamespace, apply_json, exec_binary, free_port, run_binary, wait_for, with_temp_ns,
-};
+use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, exec_binary, wait_for, with_temp_ns};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
@@ -35,31 +33,14 @@ async fn start_behind_service(
 ) -> anyhow::Result<(Gitseal, ServiceRoute)> {
     let link = HostLink::shared()?;
     let client = ns.client();
-    install_crds(&client).await?;
-    apply_rbac(&client, ns.name()).await?;
-    let sa = plane.service_account_token(ns.name(), "gitseal-controller", &[]).await?;
-    let (port, metrics_port) = (free_port()?, free_port()?);
-    let audit_log = plane.dir().join(format!("audit-{}-proxied.log", ns.name()));
-    let mut args = vec![
-        format!("--namespace={}", ns.name()),
-        format!("--namespaces={}", ns.name()),
-        format!("--listen-addr={}:{port}", link.address()),
-        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        format!("--audit-log={}", audit_log.display()),
-        "--pod-name=gitseal-proxied".into(),
-        "--key-size=2048".into(),
-        "--bitnami-compat".into(),
-        "--log-level=info,gitseal_controller=debug".into(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_string()));
-    let env = [("KUBECONFIG", sa.kubeconfig_path().display().to_string())];
-    let process = run_binary(env!("CARGO_BIN_EXE_gitseal-controller"), &args, env)?;
-    let mut g = Gitseal {
-        process,
-        api: format!("http://{}:{port}", link.address()),
-        metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
-        audit_log,
-    };
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
+    let mut args = vec!["--key-size=2048", "--bitnami-compat", "--log-level=info,gitseal_controller=debug"];
+    args.extend_from_slice(extra);
+    let host = link.address().to_string();
+    let c =
+        GitsealController::start_on(plane, binary, ns.name(), Some(ns.name()), "gitseal-proxied", &host, &args).await?;
+    let port: u16 = c.api.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the API URL");
+    let mut g = Gitseal { process: c.process, api: c.api, metrics: c.metrics, audit_log: c.audit_log };
     g.ready().await?;
     let route = ServiceRoute::create(&client, ns.name(), CONTROLLER, link, port).await?;
     route.wait_until_served("/v1/cert.pem", TIMEOUT).await?;
