@@ -9,7 +9,15 @@ use std::path::PathBuf;
 use clap::builder::FalseyValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const ABOUT: &str = "Seal Kubernetes Secrets so they can live in Git, and manage them offline";
+mod audit;
+mod keys;
+mod online;
+
+pub use audit::{AuditAccessArgs, AuditArgs, AuditCommand, AuditFilterArgs, OutcomeArg};
+pub use keys::KeysCommand;
+pub use online::{CertArgs, ClusterArgs, NamespaceArg, OutputArg, ScanArgs};
+
+const ABOUT: &str = "Seal Kubernetes Secrets so they can live in Git, and manage their keys and audit trail";
 
 const TOP_HELP: &str = "\
 Examples:
@@ -20,12 +28,21 @@ Examples:
   # Unseal offline with a backup of the cluster's keys:
   gitseal unseal --key keys-backup.yaml -f db.sealed.yaml
 
-  # Move a whole repository to a new key, then check it:
-  gitseal reseal --key old.key --cert new.pem manifests/
-  gitseal validate --key new.key manifests/
+  # After a key rotation, re-seal a whole repository through the controller, then check it:
+  gitseal keys rotate
+  gitseal reseal manifests/
+  gitseal validate manifests/
+
+  # Keep plaintext Secrets out of Git (also a pre-commit hook, id gitseal-scan):
+  gitseal scan .
+
+Commands that talk to the cluster use your kubeconfig (--kubeconfig, $KUBECONFIG or
+~/.kube/config, --context) and your own credentials; the controller is found with
+--controller-name and --controller-namespace (default gitseal-controller in gitseal-system).
 
 Every flag can also be set as GITSEAL_<FLAG> (e.g. GITSEAL_CERT); kubeseal's SEALED_SECRETS_CERT,
-SEALED_SECRETS_SCOPE, SEALED_SECRETS_FORMAT and SEALED_SECRETS_ALLOW_EMPTY_DATA are read too.";
+SEALED_SECRETS_SCOPE, SEALED_SECRETS_FORMAT, SEALED_SECRETS_ALLOW_EMPTY_DATA,
+SEALED_SECRETS_CONTROLLER_NAME and SEALED_SECRETS_CONTROLLER_NAMESPACE are read too.";
 
 #[derive(Debug, Parser)]
 #[command(name = "gitseal", version, about = ABOUT, after_help = TOP_HELP, propagate_version = true)]
@@ -36,14 +53,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Seal Secret manifests into SealedSecrets (the kubeseal workflow, offline)
+    /// Seal Secret manifests into SealedSecrets (the kubeseal workflow)
     Seal(SealArgs),
     /// Turn SealedSecrets back into Secrets with private keys (offline recovery)
     Unseal(UnsealArgs),
-    /// Re-encrypt SealedSecret files in place for new keys, without a cluster
+    /// Re-encrypt SealedSecret files in place: through the controller, or offline with --key
     Reseal(ResealArgs),
-    /// Check offline that every sealed value opens in its scope
+    /// Check that every sealed value opens: through the controller, or offline with --key
     Validate(ValidateArgs),
+    /// Print the controller's sealing certificate (what kubeseal --fetch-cert prints)
+    Cert(CertArgs),
+    /// The controller's keys: list, rotate, backup, restore, retire, revoke, usage in Git
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read, filter and verify the controller's audit trail; find who can read a Secret
+    Audit(AuditArgs),
+    /// Fail on plaintext Secrets, and on SealedSecrets sealed for retired or revoked keys
+    Scan(ScanArgs),
     /// Generate a sealing key pair (RSA with certificate, or an age identity)
     Keygen(KeygenArgs),
     /// Print a shell completion script
@@ -80,6 +106,9 @@ Examples:
 
   # Add or replace keys of an existing SealedSecret, keeping its comments:
   gitseal seal --cert cluster.pem -f new-keys.yaml --merge-into db.sealed.yaml
+
+  # No --cert and no --recipient: fetch the certificate from the controller, as kubeseal does:
+  gitseal seal --context prod -f secret.yaml -o secret.sealed.yaml
 
 One RSA certificate gives kubeseal's exact value format; several recipients, or any age
 recipient, give gitseal's age format (which Bitnami's controller cannot open).";
@@ -145,6 +174,9 @@ pub struct SealArgs {
     /// add or replace its encryptedData in place (comments and order kept)
     #[arg(long, value_name = "FILE", env = "GITSEAL_MERGE_INTO")]
     pub merge_into: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 const UNSEAL_HELP: &str = "\
@@ -184,23 +216,28 @@ pub struct UnsealArgs {
 
 const RESEAL_HELP: &str = "\
 Examples:
-  # After a key rotation, re-encrypt every SealedSecret under deploy/ for the new certificate:
-  gitseal reseal --key old-keys.yaml --cert new.pem deploy/
+  # After `gitseal keys rotate`, re-seal every SealedSecret under deploy/ through the
+  # controller (you need the gitseal-resealer ClusterRole in their namespaces):
+  gitseal reseal deploy/
 
   # See what would change, without writing:
-  gitseal reseal --dry-run --key old.key --cert new.pem --recipient age1... deploy/ apps/db.yaml
+  gitseal reseal --dry-run deploy/ apps/db.yaml
+
+  # Offline, with a backup of the old keys and the new certificate:
+  gitseal reseal --key old-keys.yaml --cert new.pem --recipient age1... deploy/
 
 Directories are walked for *.yaml, *.yml and *.json; files without a SealedSecret are skipped.
 Only encryptedData values and the gitseal.dev/key-id annotation change; comments and order are
-kept. A file is written (atomically) only if every value in it was re-sealed.";
+kept. A file is written (atomically) only if every value in it was re-sealed; objects already
+sealed for the controller's latest key are left as they are. Exits with status 1 if anything
+failed.";
 
 #[derive(Debug, Args)]
 #[command(after_help = RESEAL_HELP)]
-#[command(group(clap::ArgGroup::new("new").args(["cert", "recipient", "recipients_file"]).multiple(true).required(true)))]
 pub struct ResealArgs {
-    /// Private key file that opens the current values (PEM, age identity, key Secret backup).
-    /// Repeatable
-    #[arg(long, value_name = "FILE", required = true, env = "GITSEAL_KEY", value_delimiter = ',')]
+    /// Private key file that opens the current values (PEM, age identity, key Secret backup):
+    /// re-seal offline, for --cert/--recipient. Repeatable. Without it, the controller re-seals
+    #[arg(long, value_name = "FILE", env = "GITSEAL_KEY", value_delimiter = ',')]
     pub key: Vec<PathBuf>,
 
     #[command(flatten)]
@@ -213,10 +250,20 @@ pub struct ResealArgs {
     /// Files or directories to re-seal
     #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub namespace: NamespaceArg,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 const VALIDATE_HELP: &str = "\
 Examples:
+  # Ask the controller (you need the gitseal-verifier ClusterRole in their namespaces):
+  gitseal validate deploy/
+
+  # Offline, with a backup of the keys:
   gitseal validate --key keys-backup.yaml deploy/
   gitseal validate --key recovery.agekey -o json deploy/ > report.json
   kubectl get sealedsecret db -o yaml | gitseal validate --key keys.yaml -
@@ -226,8 +273,9 @@ Exits with status 1 if any value fails to open for its namespace, name and scope
 #[derive(Debug, Args)]
 #[command(after_help = VALIDATE_HELP)]
 pub struct ValidateArgs {
-    /// Private key file (PEM, age identity, key Secret backup). Repeatable
-    #[arg(long, value_name = "FILE", required = true, env = "GITSEAL_KEY", value_delimiter = ',')]
+    /// Private key file (PEM, age identity, key Secret backup): check offline. Repeatable.
+    /// Without it, the controller checks
+    #[arg(long, value_name = "FILE", env = "GITSEAL_KEY", value_delimiter = ',')]
     pub key: Vec<PathBuf>,
 
     /// Report format
@@ -237,6 +285,12 @@ pub struct ValidateArgs {
     /// Files or directories to check; - reads stdin
     #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub namespace: NamespaceArg,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 const KEYGEN_HELP: &str = "\

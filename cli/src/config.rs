@@ -9,7 +9,10 @@
 //!    `~/.kube/config`;
 //! 5. the built-in default.
 //!
+//! Cluster access and the controller's name and namespace are resolved in [`online`].
 //! Inconsistent combinations that clap cannot express are usage errors (exit status 2).
+
+pub mod online;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +24,7 @@ use gitseal_shared::seal::SealOptions;
 use gitseal_shared::types::ApiGroup;
 
 use crate::cli::{self, ApiArg, Cli, Command, FormatArg, KeyType, RecipientArgs, ReportFormat, ScopeArg};
+pub use online::{AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ScanConfig};
 
 #[derive(Debug)]
 pub enum Config {
@@ -28,6 +32,10 @@ pub enum Config {
     Unseal(UnsealConfig),
     Reseal(ResealConfig),
     Validate(ValidateConfig),
+    Cert(CertConfig),
+    Keys(KeysConfig),
+    Audit(AuditConfig),
+    Scan(ScanConfig),
     Keygen(KeygenConfig),
     Completions(clap_complete::Shell),
 }
@@ -40,7 +48,7 @@ pub enum Input {
 }
 
 impl Input {
-    fn from(file: Option<PathBuf>) -> Input {
+    pub fn from(file: Option<PathBuf>) -> Input {
         match file {
             Some(p) if p.as_os_str() != "-" => Input::File(p),
             _ => Input::Stdin,
@@ -61,6 +69,8 @@ pub struct RecipientSources {
     pub certs: Vec<String>,
     pub age: Vec<String>,
     pub files: Vec<PathBuf>,
+    /// Fetch the certificate from this cluster's controller (nothing else was given).
+    pub controller: Option<ClusterConfig>,
 }
 
 impl RecipientSources {
@@ -71,11 +81,11 @@ impl RecipientSources {
         {
             certs.push(v);
         }
-        RecipientSources { certs, age: args.recipient, files: args.recipients_file }
+        RecipientSources { certs, age: args.recipient, files: args.recipients_file, controller: None }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.certs.is_empty() && self.age.is_empty() && self.files.is_empty()
+        self.certs.is_empty() && self.age.is_empty() && self.files.is_empty() && self.controller.is_none()
     }
 }
 
@@ -106,17 +116,25 @@ pub struct UnsealConfig {
     pub format: OutputFormat,
 }
 
+/// Who re-seals: the user's key files for new recipients, or the controller.
+#[derive(Debug)]
+pub enum ResealMode {
+    Offline { keys: Vec<PathBuf>, recipients: RecipientSources },
+    Online(ClusterConfig),
+}
+
 #[derive(Debug)]
 pub struct ResealConfig {
-    pub keys: Vec<PathBuf>,
-    pub recipients: RecipientSources,
+    pub mode: ResealMode,
     pub dry_run: bool,
     pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
 pub struct ValidateConfig {
-    pub keys: Vec<PathBuf>,
+    /// Key files to check offline with; `None`: ask the controller.
+    pub keys: Option<Vec<PathBuf>>,
+    pub cluster: ClusterConfig,
     pub json: bool,
     pub paths: Vec<PathBuf>,
 }
@@ -153,29 +171,52 @@ impl Config {
                 let format = format_or_env(a.format).unwrap_or(OutputFormat::Yaml);
                 Config::Unseal(UnsealConfig { keys: a.key, input: Input::from(a.file), format })
             }
-            Command::Reseal(a) => Config::Reseal(ResealConfig {
-                keys: a.key,
-                recipients: RecipientSources::from_args(a.recipients),
-                dry_run: a.dry_run,
+            Command::Reseal(a) => Config::Reseal(reseal(a)?),
+            Command::Validate(a) => Config::Validate(ValidateConfig {
+                keys: (!a.key.is_empty()).then_some(a.key),
+                cluster: ClusterConfig::from_args(a.cluster, a.namespace.namespace),
+                json: a.output == ReportFormat::Json,
                 paths: a.paths,
             }),
-            Command::Validate(a) => {
-                Config::Validate(ValidateConfig { keys: a.key, json: a.output == ReportFormat::Json, paths: a.paths })
-            }
+            Command::Cert(a) => Config::Cert(online::cert(a)),
+            Command::Keys(c) => Config::Keys(online::keys(c)?),
+            Command::Audit(a) => Config::Audit(online::audit(a)?),
+            Command::Scan(a) => Config::Scan(online::scan(a)?),
             Command::Keygen(a) => Config::Keygen(keygen(a)?),
             Command::Completions(a) => Config::Completions(a.shell),
         })
     }
 }
 
-fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+fn reseal(a: cli::ResealArgs) -> Result<ResealConfig, clap::Error> {
     let recipients = RecipientSources::from_args(a.recipients);
+    let mode = match (a.key.is_empty(), recipients.is_empty()) {
+        (true, true) => ResealMode::Online(ClusterConfig::from_args(a.cluster, a.namespace.namespace)),
+        (true, false) => {
+            return Err(usage(
+                "reseal",
+                ErrorKind::MissingRequiredArgument,
+                "--cert/--recipient/--recipients-file re-seal offline and need the old keys too (--key FILE); drop them to re-seal through the controller",
+            ));
+        }
+        (false, true) => {
+            return Err(usage(
+                "reseal",
+                ErrorKind::MissingRequiredArgument,
+                "an offline re-seal (--key) needs the new keys: --cert FILE|URL, --recipient age1… or --recipients-file FILE",
+            ));
+        }
+        (false, false) => ResealMode::Offline { keys: a.key, recipients },
+    };
+    Ok(ResealConfig { mode, dry_run: a.dry_run, paths: a.paths })
+}
+
+fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+    let cluster = ClusterConfig::from_args(a.cluster, None);
+    let mut recipients = RecipientSources::from_args(a.recipients);
     if recipients.is_empty() {
-        return Err(usage(
-            "seal",
-            ErrorKind::MissingRequiredArgument,
-            "nothing to seal for: pass --cert FILE|URL (or set SEALED_SECRETS_CERT), --recipient age1… or --recipients-file FILE",
-        ));
+        // As kubeseal: nothing given, so ask the controller for its certificate.
+        recipients.controller = Some(cluster.clone());
     }
     if let Some(out) = &a.output
         && out.extension().is_none()
@@ -233,7 +274,7 @@ fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
             scope,
             name: a.name.filter(|n| !n.is_empty()),
             namespace: a.namespace.filter(|n| !n.is_empty()),
-            default_namespace: kubeconfig_namespace(),
+            default_namespace: kubeconfig_namespace(&cluster),
             allow_empty_data,
             api,
         },
@@ -282,7 +323,7 @@ fn keygen(a: cli::KeygenArgs) -> Result<KeygenConfig, clap::Error> {
     }
 }
 
-fn usage(subcommand: &str, kind: ErrorKind, msg: &str) -> clap::Error {
+pub(crate) fn usage(subcommand: &str, kind: ErrorKind, msg: &str) -> clap::Error {
     let mut cmd = Cli::command();
     let mut sub = cmd.find_subcommand_mut(subcommand).cloned().unwrap_or_default();
     sub = sub.bin_name(format!("gitseal {subcommand}"));
@@ -330,7 +371,7 @@ fn from_file_path(spec: &str) -> Result<PathBuf, clap::Error> {
     Ok(PathBuf::from(path))
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -338,20 +379,24 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
-/// The namespace of the kubeconfig's current context, if one is set. A missing or unreadable
-/// kubeconfig is not an error: sealing needs no cluster.
-fn kubeconfig_namespace() -> Option<String> {
-    let path = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        Some(list) => std::env::split_paths(&list).next()?,
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".kube").join("config"),
+/// The namespace of the kubeconfig's context (`--context`, else the current one), if one is
+/// set. A missing or unreadable kubeconfig is not an error: sealing needs no cluster.
+fn kubeconfig_namespace(cluster: &ClusterConfig) -> Option<String> {
+    let path = match (&cluster.kubeconfig, std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())) {
+        (Some(p), _) => p.clone(),
+        (None, Some(list)) => std::env::split_paths(&list).next()?,
+        (None, None) => PathBuf::from(std::env::var_os("HOME")?).join(".kube").join("config"),
     };
     let text = std::fs::read_to_string(path).ok()?;
-    namespace_in_kubeconfig(&text)
+    namespace_in_kubeconfig(&text, cluster.context.as_deref())
 }
 
-fn namespace_in_kubeconfig(text: &str) -> Option<String> {
+fn namespace_in_kubeconfig(text: &str, context: Option<&str>) -> Option<String> {
     let doc = gitseal_shared::manifest::parse_documents(text).ok()?.into_iter().next()?.value;
-    let current = doc.get("current-context")?.as_str()?;
+    let current = match context {
+        Some(c) => c,
+        None => doc.get("current-context")?.as_str()?,
+    };
     let ctx =
         doc.get("contexts")?.as_array()?.iter().find(|c| c.get("name").and_then(|n| n.as_str()) == Some(current))?;
     let ns = ctx.get("context")?.get("namespace")?.as_str()?;
@@ -365,8 +410,9 @@ mod tests {
     #[test]
     fn the_current_contexts_namespace_is_taken_from_a_kubeconfig() {
         let text = "apiVersion: v1\nkind: Config\ncurrent-context: b\ncontexts:\n- name: a\n  context: {namespace: x}\n- name: b\n  context: {cluster: c, namespace: team}\n";
-        assert_eq!(namespace_in_kubeconfig(text).as_deref(), Some("team"));
-        assert_eq!(namespace_in_kubeconfig("current-context: a\ncontexts: []\n"), None);
+        assert_eq!(namespace_in_kubeconfig(text, None).as_deref(), Some("team"));
+        assert_eq!(namespace_in_kubeconfig(text, Some("a")).as_deref(), Some("x"));
+        assert_eq!(namespace_in_kubeconfig("current-context: a\ncontexts: []\n", None), None);
     }
 
     #[test]

@@ -30,7 +30,12 @@ pub enum Mode {
 /// Read a manifest stream as text. Plaintext Secrets pass through here, so the buffer is
 /// wiped when dropped.
 pub fn read_text(input: &Input) -> Result<Zeroizing<String>> {
-    let bytes = read_bytes(input, TTY_HINT)?;
+    read_text_hinted(input, TTY_HINT)
+}
+
+/// [`read_text`] with another hint for an interactive stdin.
+pub fn read_text_hinted(input: &Input, hint: &str) -> Result<Zeroizing<String>> {
+    let bytes = read_bytes(input, hint)?;
     let what = input.describe();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         match input {

@@ -12,10 +12,14 @@ use crate::config::RecipientSources;
 use crate::{fetch, io};
 
 /// Every recipient named on the command line, certificates first, duplicates dropped.
-/// Expired certificates are refused.
+/// Expired certificates are refused. With nothing named, the controller's certificate.
 pub fn load_recipients(sources: &RecipientSources) -> Result<RecipientSet> {
     let now = time::OffsetDateTime::now_utc();
     let mut all: Vec<Recipient> = Vec::new();
+    if let Some(cluster) = &sources.controller {
+        let cert = crate::commands::cert::fetch_certificate(cluster)?;
+        all.push(cert.recipient().context("the controller's certificate")?);
+    }
     for spec in &sources.certs {
         let cert = load_certificate(spec)?;
         cert.check_not_expired(now).with_context(|| format!("certificate {spec}"))?;

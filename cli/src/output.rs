@@ -4,7 +4,10 @@
 //! libraries' errors) and printed here once, on one line. No layer puts plaintext or key
 //! material into an error, so none can reach this line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Exit status for a run that failed (usage errors exit 2, through clap).
 pub const FAILURE: u8 = 1;
@@ -30,6 +33,27 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 pub fn one_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
     text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise, so logs and pipes stay clean).
+pub fn progress(len: u64) -> ProgressBar {
+    let target =
+        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Print `value` as pretty JSON or YAML on stdout.
+pub fn print_structured(value: &serde_json::Value, yaml: bool) -> anyhow::Result<()> {
+    let text = if yaml {
+        gitseal_shared::manifest::to_yaml(value)?
+    } else {
+        format!("{}\n", serde_json::to_string_pretty(value)?)
+    };
+    crate::io::write_stdout(text.as_bytes())
 }
 
 #[cfg(test)]

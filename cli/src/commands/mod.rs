@@ -1,8 +1,13 @@
 //! One module per command, each taking its resolved configuration.
 
+pub mod audit;
+pub mod cert;
 pub mod completions;
 pub mod keygen;
+pub mod keys;
 pub mod reseal;
+pub mod reseal_online;
+pub mod scan;
 pub mod seal;
 pub mod unseal;
 pub mod validate;
@@ -19,6 +24,10 @@ pub fn run(config: Config) -> Result<()> {
         Config::Unseal(c) => unseal::run(&c),
         Config::Reseal(c) => reseal::run(&c),
         Config::Validate(c) => validate::run(&c),
+        Config::Cert(c) => cert::run(&c),
+        Config::Keys(c) => keys::run(&c),
+        Config::Audit(c) => audit::run(&c),
+        Config::Scan(c) => scan::run(&c),
         Config::Keygen(c) => keygen::run(&c),
         Config::Completions(shell) => completions::run(shell),
     }

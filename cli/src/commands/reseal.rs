@@ -1,11 +1,11 @@
-//! `gitseal reseal`: re-encrypt SealedSecret files in place for new recipients, offline.
+//! `gitseal reseal`: re-encrypt SealedSecret files in place for new recipients, offline (this
+//! module), or through the controller ([`super::reseal_online`]).
 //!
 //! Per file: open every value with the old keys, seal it again for the new recipients, and
 //! write the file (atomically, comments kept) only if every value in it succeeded. Files with
 //! a failure are left untouched and listed; the run then exits non-zero.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -13,10 +13,9 @@ use gitseal_shared::KeyId;
 use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::seal::{key_hints, target_of};
 use gitseal_shared::value::{DecryptionKey, RecipientSet, encode_base64, order_by_hints};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::commands::open_value;
-use crate::config::ResealConfig;
+use crate::config::{RecipientSources, ResealConfig, ResealMode};
 use crate::edit::{self, ObjectEdits};
 use crate::{io, material, output, table, tree};
 
@@ -34,12 +33,19 @@ struct Outcome {
 }
 
 pub fn run(cfg: &ResealConfig) -> Result<()> {
-    let keys = material::load_keys(&cfg.keys)?;
+    match &cfg.mode {
+        ResealMode::Offline { keys, recipients } => offline(cfg, keys, recipients),
+        ResealMode::Online(cluster) => super::reseal_online::run(cfg, cluster),
+    }
+}
+
+fn offline(cfg: &ResealConfig, keys: &[PathBuf], recipients: &RecipientSources) -> Result<()> {
+    let keys = material::load_keys(keys)?;
     let handles = material::handles(&keys);
-    let recipients = material::load_recipients(&cfg.recipients)?;
+    let recipients = material::load_recipients(recipients)?;
     let files = tree::collect_files(&cfg.paths)?;
 
-    let bar = progress(files.len() as u64);
+    let bar = output::progress(files.len() as u64);
     let mut outcomes = Vec::new();
     for file in &files {
         bar.set_message(file.display().to_string());
@@ -64,16 +70,6 @@ pub fn run(cfg: &ResealConfig) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn progress(len: u64) -> ProgressBar {
-    let target =
-        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-    let bar = ProgressBar::with_draw_target(Some(len), target);
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}") {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// Re-seal one file; `None` when it holds no SealedSecret.

@@ -1,0 +1,125 @@
+//! `gitseal audit …`: the controller's audit trail, and who can read a Secret.
+
+use std::path::PathBuf;
+
+use clap::builder::FalseyValueParser;
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::online::{ClusterArgs, OutputArg};
+
+const AUDIT_HELP: &str = "\
+Examples:
+  # What happened to one object last week, from the controller's audit log:
+  gitseal audit audit.log --object prod/db --since 7d
+
+  # Every failed unseal, as JSON, from a stream:
+  kubectl logs -n gitseal-system deploy/gitseal-controller | gitseal audit --outcome failure -o json
+
+  # Everything done with one key, and by whom:
+  gitseal audit audit.log --key-id SHA256:AbCd... -o wide
+
+  gitseal audit verify audit.log               # was a line edited, inserted or removed?
+  gitseal audit access prod/db                 # who can read the Secret prod/db?
+
+Records are the controller's JSON lines (--audit-log FILE, or its stdout). Lines that are not
+JSON objects (logs mixed in) are skipped by the filter; `audit verify` accepts none.";
+
+#[derive(Debug, Args)]
+#[command(after_help = AUDIT_HELP, args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log: exit 0 with the record count, or 1 with the first
+    /// broken line
+    Verify(AuditVerifyArgs),
+    /// Who can read a Secret: every user, group and ServiceAccount that RBAC lets get, list or
+    /// watch it, each confirmed with a SubjectAccessReview
+    Access(AuditAccessArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Audit log to read (JSON lines); - or nothing reads stdin
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Only records about this object (NAMESPACE/NAME, or NAME). Repeatable
+    #[arg(long, value_name = "NS/NAME", value_delimiter = ',')]
+    pub object: Vec<String>,
+
+    /// Only records naming this key (SHA256:… or a prefix of its hash). Repeatable
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    pub key_id: Vec<String>,
+
+    /// Only these actions (Unseal, DriftRepair, KeyGenerated, Verify, Reseal, …; any case). Repeatable
+    #[arg(long, value_name = "ACTION", value_delimiter = ',')]
+    pub action: Vec<String>,
+
+    /// Only successes or only failures
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeArg>,
+
+    /// Only records at or after TIME: RFC 3339 (2026-01-31T12:00:00Z), or an age such as 90m, 24h, 7d
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+
+    /// Only records before TIME (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Table, env = "GITSEAL_OUTPUT")]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutcomeArg {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  gitseal audit verify /var/log/gitseal/audit.log\n  \
+kubectl logs -n gitseal-system deploy/gitseal-controller | gitseal audit verify -")]
+pub struct AuditVerifyArgs {
+    /// Audit log (JSON lines); - reads stdin
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+const ACCESS_HELP: &str = "\
+Examples:
+  gitseal audit access prod/db
+  gitseal audit access prod/db -o json > who-can-read-db.json
+  gitseal audit access prod/db --all            # include system:* identities and kube-system
+
+Reads Roles and RoleBindings of the namespace, ClusterRoles (with their aggregation rules and
+wildcards) and ClusterRoleBindings, so you need to list those. Each subject found is confirmed
+with a SubjectAccessReview; CONFIRMED says whether the API server agrees. Identities that act
+outside RBAC (the system:masters group, other authorizers) are not found this way.";
+
+#[derive(Debug, Args)]
+#[command(after_help = ACCESS_HELP)]
+pub struct AuditAccessArgs {
+    /// The Secret: NAMESPACE/NAME (the Secret a SealedSecret unseals into has its name)
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub secret: String,
+
+    /// Also list system identities (system:* users and groups, ServiceAccounts of kube-system)
+    #[arg(long, value_parser = FalseyValueParser::new())]
+    pub all: bool,
+
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Table, env = "GITSEAL_OUTPUT")]
+    pub output: OutputArg,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
