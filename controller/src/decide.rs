@@ -25,6 +25,9 @@ pub const SEALED_DIGEST_ANNOTATION: &str = "gitseal.dev/sealed-digest";
 pub const DATA_DIGEST_ANNOTATION: &str = "gitseal.dev/data-digest";
 /// On a produced Secret: the apiVersion of the SealedSecret it comes from.
 pub const SEALED_BY_ANNOTATION: &str = "gitseal.dev/sealed-by";
+/// On a produced Secret: the keys that opened its values (the fast path reports these, not a
+/// possibly stale status).
+pub const KEY_IDS_ANNOTATION: &str = "gitseal.dev/key-id";
 /// Label on every produced Secret, so the drift watch sees only gitseal's Secrets.
 pub const MANAGED_LABEL: &str = "gitseal.dev/managed";
 pub const MANAGED_ANNOTATION: &str = "sealedsecrets.bitnami.com/managed";
@@ -147,19 +150,21 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         }
         // Fast path: the Secret was made from exactly these sealed inputs and nobody touched it.
         let annotated = |k: &str| ann.and_then(|a| a.get(k)).map(String::as_str);
+        let secret_key_ids = annotated(KEY_IDS_ANNOTATION).map(KeyId::parse_list).unwrap_or_default();
         if ours
             && ss.spec.data.is_none()
             && annotated(SEALED_DIGEST_ANNOTATION) == Some(digest.as_str())
             && annotated(DATA_DIGEST_ANNOTATION) == Some(data_digest(existing, &managed_keys(ss)).as_str())
-            && !on_revoked_key(&status_key_ids)
+            && !secret_key_ids.is_empty()
+            && !on_revoked_key(&secret_key_ids)
         {
             let message = String::new();
             return Decision {
                 outcome: Outcome::InSync,
                 apply: None,
-                status: next_status(ss, true, "Unsealed", &message, Some(&status_key_ids), inp.now),
+                status: next_status(ss, true, "Unsealed", &message, Some(&secret_key_ids), inp.now),
                 event: None,
-                key_ids: status_key_ids,
+                key_ids: secret_key_ids,
                 private_ops: 0,
                 message,
             };
@@ -186,7 +191,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     let key_ids: Vec<KeyId> = unsealed.key_ids.iter().cloned().collect();
     let private_ops = unsealed.private_ops;
 
-    let desired = build_secret(inp, &unsealed.secret, &digest);
+    let desired = build_secret(inp, &unsealed.secret, &digest, &key_ids);
     let desired_digest =
         desired.metadata.annotations.as_ref().and_then(|a| a.get(DATA_DIGEST_ANNOTATION)).cloned().unwrap_or_default();
 
@@ -340,7 +345,12 @@ pub fn data_digest(secret: &Secret, keys: &[String]) -> String {
     hex(&h.finalize())
 }
 
-fn build_secret(inp: &Inputs<'_>, plain: &gitseal_shared::manifest::secret::PlainSecret, digest: &str) -> Secret {
+fn build_secret(
+    inp: &Inputs<'_>,
+    plain: &gitseal_shared::manifest::secret::PlainSecret,
+    digest: &str,
+    key_ids: &[KeyId],
+) -> Secret {
     let ss = inp.ss;
     let existing_ann = inp.existing.and_then(|s| s.metadata.annotations.as_ref());
     let flag = |k: &str| existing_ann.and_then(|a| a.get(k)).is_some_and(|v| v == "true");
@@ -380,6 +390,7 @@ fn build_secret(inp: &Inputs<'_>, plain: &gitseal_shared::manifest::secret::Plai
     ann.insert(SEALED_DIGEST_ANNOTATION.into(), digest.into());
     ann.insert(DATA_DIGEST_ANNOTATION.into(), dd);
     ann.insert(SEALED_BY_ANNOTATION.into(), inp.group.api_version().into());
+    ann.insert(KEY_IDS_ANNOTATION.into(), KeyId::join(key_ids.iter().cloned()));
     secret.metadata.labels.get_or_insert_with(BTreeMap::new).insert(MANAGED_LABEL.into(), "true".into());
     secret
 }

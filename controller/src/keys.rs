@@ -139,7 +139,14 @@ pub async fn generate(
 ) -> anyhow::Result<KeyId> {
     let cfg = &shared.config;
     let (bits, cn, ttl) = (cfg.key_size, cfg.my_cn.clone(), cfg.key_ttl);
-    let pair = tokio::task::spawn_blocking(move || generate_key_pair(bits, &cn, OffsetDateTime::now_utc(), ttl))
+    // Certificates carry whole seconds and "latest" is the greatest NotBefore: a key made in the
+    // same second as the newest one would tie with it, so start one second after it.
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let not_before = match shared.registry.all().iter().filter_map(|k| k.not_before()).max() {
+        Some(newest) if newest >= now => newest + time::Duration::seconds(1),
+        _ => now,
+    };
+    let pair = tokio::task::spawn_blocking(move || generate_key_pair(bits, &cn, not_before, ttl))
         .await
         .context("key generation task failed")??;
     let data = pair.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();

@@ -63,7 +63,7 @@ pub(super) fn controller_manager_command(bin: &Path, pki: &Pki, kubeconfig: &Pat
     cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--authentication-kubeconfig={}", kubeconfig.display()))
         .arg(format!("--authorization-kubeconfig={}", kubeconfig.display()))
-        .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token")
+        .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation")
         .arg("--leader-elect=false")
         .arg("--bind-address=127.0.0.1")
         .arg(format!("--secure-port={port}"))
