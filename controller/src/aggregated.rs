@@ -314,43 +314,64 @@ fn service_response(e: &ServiceError) -> (Response, &'static str) {
     }
 }
 
-async fn create_verification(
-    State((shared, fp)): State<AppState>,
-    Path(ns): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+/// What a SealedSecret operation produced: the `status` to answer with, and audit details.
+struct Outcome {
+    status: Value,
+    metric: &'static str,
+    key_id: Option<String>,
+    reason: Option<&'static str>,
+    message: Option<String>,
+}
+
+/// The shared shape of the SealedSecret operations: parse the request object in its namespace,
+/// run `op`, answer 201 with `status` (or a Status error), audit with the caller, count it.
+/// Which operation: its metric endpoint, audit action and request kind.
+struct Operation {
+    endpoint: Endpoint,
+    action: &'static str,
+    kind: &'static str,
+}
+
+const VERIFY: Operation =
+    Operation { endpoint: Endpoint::AggregatedVerify, action: "Verify", kind: "SealedSecretVerification" };
+const RESEAL: Operation =
+    Operation { endpoint: Endpoint::AggregatedReseal, action: "Reseal", kind: "SealedSecretReseal" };
+
+fn sealed_secret_call(
+    (shared, fp): &AppState,
+    what: &Operation,
+    ns: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    op: impl FnOnce(&Shared, &gitseal_shared::types::SealedSecretObject) -> Result<Outcome, ServiceError>,
 ) -> Response {
-    let (user, groups) = caller_of(&headers, &fp);
-    let (mut obj, ss) = match parse_request(&body, &ns, "SealedSecretVerification") {
+    let Operation { endpoint, action, kind } = *what;
+    let (user, groups) = caller_of(headers, fp);
+    let (mut obj, ss) = match parse_request(body, ns, kind) {
         Ok(x) => x,
         Err(r) => {
-            shared.metrics.api(Endpoint::AggregatedVerify, "bad_request");
+            shared.metrics.api(endpoint, "bad_request");
             return *r;
         }
     };
-    let result = verify(&shared, &ss);
-    let mut rec =
-        AuditLog::record("Verify", if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
+    let result = op(shared, &ss);
+    let failed = result.as_ref().map_or(true, |o| o.reason.is_some());
+    let mut rec = AuditLog::record(action, if failed { AuditOutcome::Failure } else { AuditOutcome::Success });
     rec.object = Some(object_of(&ss));
     rec.caller = Some(caller(&user, &groups));
     let response = match result {
-        Ok(ids) => {
-            let joined = gitseal_shared::KeyId::join(ids);
-            rec.key_id = Some(joined.clone());
-            shared.metrics.api(Endpoint::AggregatedVerify, "ok");
-            obj["status"] = json!({"valid": true, "keyIds": joined.split(',').collect::<Vec<_>>()});
-            (StatusCode::CREATED, Json(obj)).into_response()
-        }
-        Err(ServiceError::CannotDecrypt) => {
-            rec.reason = Some("cannot_decrypt".into());
-            shared.metrics.api(Endpoint::AggregatedVerify, "invalid");
-            obj["status"] = json!({"valid": false, "message": ServiceError::CannotDecrypt.to_string()});
+        Ok(o) => {
+            rec.key_id = o.key_id;
+            rec.reason = o.reason.map(str::to_string);
+            rec.message = o.message;
+            shared.metrics.api(endpoint, o.metric);
+            obj["status"] = o.status;
             (StatusCode::CREATED, Json(obj)).into_response()
         }
         Err(e) => {
             let (resp, label) = service_response(&e);
             rec.reason = Some(label.into());
-            shared.metrics.api(Endpoint::AggregatedVerify, label);
+            shared.metrics.api(endpoint, label);
             resp
         }
     };
@@ -358,46 +379,49 @@ async fn create_verification(
     response
 }
 
-async fn create_reseal(
-    State((shared, fp)): State<AppState>,
+async fn create_verification(
+    State(state): State<AppState>,
     Path(ns): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (user, groups) = caller_of(&headers, &fp);
-    let (mut obj, ss) = match parse_request(&body, &ns, "SealedSecretReseal") {
-        Ok(x) => x,
-        Err(r) => {
-            shared.metrics.api(Endpoint::AggregatedReseal, "bad_request");
-            return *r;
+    sealed_secret_call(&state, &VERIFY, &ns, &headers, &body, |s, ss| {
+        match verify(s, ss) {
+            Ok(ids) => {
+                let joined = gitseal_shared::KeyId::join(ids);
+                let status = json!({"valid": true, "keyIds": joined.split(',').collect::<Vec<_>>()});
+                Ok(Outcome { status, metric: "ok", key_id: Some(joined), reason: None, message: None })
+            }
+            // An answer, not an error: "this does not open here".
+            Err(ServiceError::CannotDecrypt) => Ok(Outcome {
+                status: json!({"valid": false, "message": ServiceError::CannotDecrypt.to_string()}),
+                metric: "invalid",
+                key_id: None,
+                reason: Some("cannot_decrypt"),
+                message: None,
+            }),
+            Err(e) => Err(e),
         }
-    };
-    let result = rotate(&shared, &ss);
-    let mut rec =
-        AuditLog::record("Reseal", if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
-    rec.object = Some(object_of(&ss));
-    rec.caller = Some(caller(&user, &groups));
-    let response = match result {
-        Ok((resealed, old)) => {
-            rec.key_id = shared.registry.sealing().map(|k| k.id().to_string());
-            rec.message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old.clone())));
-            shared.metrics.api(Endpoint::AggregatedReseal, "ok");
-            obj["status"] = json!({
-                "sealedSecret": serde_json::to_value(&resealed).unwrap_or_default(),
-                "oldKeyIds": old.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
-                "keyId": rec.key_id.clone(),
-            });
-            (StatusCode::CREATED, Json(obj)).into_response()
-        }
-        Err(e) => {
-            let (resp, label) = service_response(&e);
-            rec.reason = Some(label.into());
-            shared.metrics.api(Endpoint::AggregatedReseal, label);
-            resp
-        }
-    };
-    shared.audit.write(rec);
-    response
+    })
+}
+
+async fn create_reseal(
+    State(state): State<AppState>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sealed_secret_call(&state, &RESEAL, &ns, &headers, &body, |s, ss| {
+        let (resealed, old) = rotate(s, ss)?;
+        let key_id = s.registry.sealing().map(|k| k.id().to_string());
+        let status = json!({
+            "sealedSecret": serde_json::to_value(&resealed).unwrap_or_default(),
+            "oldKeyIds": old.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "keyId": key_id,
+        });
+        let message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old)));
+        Ok(Outcome { status, metric: "ok", key_id, reason: None, message })
+    })
 }
 
 /// Key operations are served only in the controller's own namespace.
