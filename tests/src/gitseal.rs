@@ -133,3 +133,96 @@ impl GitsealController {
         })
     }
 }
+
+/// The APIService of gitseal's authenticated API (cluster-scoped: one at a time per control plane).
+pub const APISERVICE: &str = "v1.api.gitseal.dev";
+/// The Service the APIService names, in the controller's namespace.
+pub const API_SERVICE_NAME: &str = "gitseal-api";
+
+/// TLS material for the aggregated API: a CA (for the APIService's caBundle) and a serving
+/// certificate for `gitseal-api.<ns>.svc`, written next to the control plane.
+#[derive(Debug, Clone)]
+pub struct ServingCert {
+    pub ca_pem: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServingCert {
+    pub fn generate(plane: &ControlPlane, ns: &str) -> Result<ServingCert> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let fail = |e: rcgen::Error| Error::invalid("making the aggregated API's serving certificate", e);
+        let ca_key = KeyPair::generate().map_err(fail)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        ca.distinguished_name.push(DnType::CommonName, "gitseal-api-ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
+        let key = KeyPair::generate().map_err(fail)?;
+        let params =
+            CertificateParams::new(vec![format!("{API_SERVICE_NAME}.{ns}.svc"), "localhost".into()]).map_err(fail)?;
+        let cert = params.signed_by(&key, &Issuer::new(ca, ca_key)).map_err(fail)?;
+        let (crt, k) =
+            (plane.dir().join(format!("aggregated-{ns}.crt")), plane.dir().join(format!("aggregated-{ns}.key")));
+        std::fs::write(&crt, cert.pem()).map_err(|e| Error::io(format!("writing {}", crt.display()), e))?;
+        std::fs::write(&k, key.serialize_pem()).map_err(|e| Error::io(format!("writing {}", k.display()), e))?;
+        Ok(ServingCert { ca_pem: ca_cert.pem(), cert: crt, key: k })
+    }
+
+    /// The controller flags that serve the aggregated API on 127.0.0.1:`port` with this certificate.
+    pub fn flags(&self, port: u16) -> Vec<String> {
+        vec![
+            format!("--aggregated-addr=127.0.0.1:{port}"),
+            format!("--aggregated-tls-cert={}", self.cert.display()),
+            format!("--aggregated-tls-key={}", self.key.display()),
+        ]
+    }
+}
+
+/// The APIService API.
+pub fn apiservices(client: &kube::Client) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService");
+    kube::Api::all_with(client.clone(), &kube::discovery::ApiResource::from_gvk_with_plural(&gvk, "apiservices"))
+}
+
+/// Route `api.gitseal.dev/v1` to a controller listening on 127.0.0.1:`port` (an ExternalName
+/// Service to localhost in `ns`, and the APIService with the CA), then wait until the
+/// kube-apiserver reports it Available for that namespace.
+pub async fn register_aggregated_api(
+    client: &kube::Client,
+    ns: &str,
+    port: u16,
+    cert: &ServingCert,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    use base64::Engine;
+    apply_json(
+        client,
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": API_SERVICE_NAME, "namespace": ns},
+            "spec": {"type": "ExternalName", "externalName": "localhost"}}),
+    )
+    .await?;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(cert.ca_pem.as_bytes());
+    apply_json(
+        client,
+        serde_json::json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": APISERVICE},
+            "spec": {"group": "api.gitseal.dev", "version": "v1", "groupPriorityMinimum": 1000, "versionPriority": 15,
+                     "service": {"name": API_SERVICE_NAME, "namespace": ns, "port": port}, "caBundle": ca_bundle}}),
+    )
+    .await?;
+    let api = apiservices(client);
+    crate::wait_for("APIService v1.api.gitseal.dev Available", timeout, || {
+        let api = api.clone();
+        async move {
+            let a = serde_json::to_value(api.get(APISERVICE).await?).unwrap_or_default();
+            let available = a
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
+            let ours = a.pointer("/spec/service/namespace").and_then(Value::as_str) == Some(ns);
+            Ok::<_, kube::Error>((available && ours).then_some(()))
+        }
+    })
+    .await
+}

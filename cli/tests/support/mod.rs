@@ -9,17 +9,15 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine;
-use gitseal_tests::gitseal::{GitsealController, controller_binary};
+use gitseal_tests::gitseal::{
+    APISERVICE, GitsealController, ServingCert, apiservices, controller_binary, register_aggregated_api,
+};
 use gitseal_tests::{ControlPlane, TestNamespace, apply_json, free_port, http_get, wait_for};
-use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub const TIMEOUT: Duration = Duration::from_secs(45);
-pub const APISERVICE: &str = "v1.api.gitseal.dev";
 
 /// The APIService is cluster-scoped and names one Service: tests that use the authenticated
 /// API take turns.
@@ -39,15 +37,13 @@ impl Controller {
     pub async fn start(plane: &'static ControlPlane, ns: &TestNamespace, extra: &[&str]) -> anyhow::Result<Controller> {
         let turn = API_TURN.lock().await;
         let port = free_port()?;
-        let (ca_pem, crt, key) = serving_cert(plane.dir(), "gitseal-api", ns.name())?;
+        let tls = ServingCert::generate(plane, ns.name())?;
         let mut args = vec![
             "--key-size=2048".to_string(),
             "--key-renew-period=0".to_string(),
             "--log-level=info,gitseal_controller=debug".to_string(),
-            format!("--aggregated-addr=127.0.0.1:{port}"),
-            format!("--aggregated-tls-cert={}", crt.display()),
-            format!("--aggregated-tls-key={}", key.display()),
         ];
+        args.extend(tls.flags(port));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let inner =
@@ -63,38 +59,7 @@ impl Controller {
         }
         became_ready?;
 
-        let admin = plane.client()?;
-        apply_json(
-            &admin,
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "gitseal-api", "namespace": ns.name()},
-                "spec": {"type": "ExternalName", "externalName": "localhost"}
-            }),
-        )
-        .await?;
-        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-        apply_json(&admin, json!({
-            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-            "metadata": {"name": APISERVICE},
-            "spec": {"group": "api.gitseal.dev", "version": "v1", "groupPriorityMinimum": 1000, "versionPriority": 15,
-                     "service": {"name": "gitseal-api", "namespace": ns.name(), "port": port}, "caBundle": ca_bundle}
-        }))
-        .await?;
-        let apiservices = apiservices(&admin);
-        let available = wait_for("APIService v1.api.gitseal.dev Available", TIMEOUT, || {
-            let apiservices = apiservices.clone();
-            async move {
-                let a = serde_json::to_value(apiservices.get(APISERVICE).await?).unwrap_or_default();
-                let ok = a
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
-                let current = a.pointer("/spec/service/namespace").and_then(Value::as_str) == Some(ns.name());
-                Ok::<_, kube::Error>((ok && current).then_some(()))
-            }
-        })
-        .await;
+        let available = register_aggregated_api(&plane.client()?, ns.name(), port, &tls, TIMEOUT).await;
         if available.is_err() {
             inner.process.print_log_tail();
             eprintln!("{}", plane.apiserver_log_tail(30));
@@ -140,28 +105,6 @@ impl Drop for Controller {
         })
         .join();
     }
-}
-
-fn apiservices(client: &kube::Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService");
-    Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, "apiservices"))
-}
-
-/// A CA and a serving certificate for `<svc>.<ns>.svc`, written next to the control plane.
-fn serving_cert(dir: &Path, svc: &str, ns: &str) -> anyhow::Result<(String, PathBuf, PathBuf)> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "gitseal-api-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let params = CertificateParams::new(vec![format!("{svc}.{ns}.svc"), "localhost".into()])?;
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let cert = params.signed_by(&key, &issuer)?;
-    let (crt, k) = (dir.join(format!("cli-aggregated-{ns}.crt")), dir.join(format!("cli-aggregated-{ns}.key")));
-    std::fs::write(&crt, cert.pem())?;
-    std::fs::write(&k, key.serialize_pem())?;
-    Ok((ca_cert.pem(), crt, k))
 }
 
 /// The kubeconfig file of a client-certificate user in `groups` (user names must be unique

@@ -5,36 +5,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use gitseal_shared::types::ApiGroup;
+use gitseal_tests::gitseal::{APISERVICE, ServingCert, apiservices, register_aggregated_api};
 use gitseal_tests::{ControlPlane, free_port, wait_for, with_temp_ns};
-use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
 use crate::fixture::{Gitseal, seal, secret_with};
-
-const APISERVICE: &str = "v1.api.gitseal.dev";
-
-/// A CA and a serving certificate for `<svc>.<ns>.svc`, written next to the control plane.
-fn serving_cert(
-    dir: &std::path::Path,
-    svc: &str,
-    ns: &str,
-) -> anyhow::Result<(String, std::path::PathBuf, std::path::PathBuf)> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "gitseal-api-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let params = CertificateParams::new(vec![format!("{svc}.{ns}.svc"), "localhost".into()])?;
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let cert = params.signed_by(&key, &issuer)?;
-    let (crt, k) = (dir.join(format!("aggregated-{ns}.crt")), dir.join(format!("aggregated-{ns}.key")));
-    std::fs::write(&crt, cert.pem())?;
-    std::fs::write(&k, key.serialize_pem())?;
-    Ok((ca_cert.pem(), crt, k))
-}
 
 async fn post(client: &kube::Client, path: &str, body: &Value) -> Result<Value, kube::Error> {
     let req = http::Request::post(path)
@@ -49,47 +25,16 @@ async fn the_aggregated_api_authenticates_authorizes_and_audits_callers() -> any
     let plane = ControlPlane::shared().await?;
     with_temp_ns(|ns| async move {
         let port = free_port()?;
-        let (ca_pem, crt, key) = serving_cert(plane.dir(), "gitseal-api", ns.name())?;
-        let args = [
-            "--require-key-backup".to_string(),
-            format!("--aggregated-addr=127.0.0.1:{port}"),
-            format!("--aggregated-tls-cert={}", crt.display()),
-            format!("--aggregated-tls-key={}", key.display()),
-        ];
+        let tls = ServingCert::generate(plane, ns.name())?;
+        let mut args = vec!["--require-key-backup".to_string()];
+        args.extend(tls.flags(port));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut g = Gitseal::start(plane, ns.name(), &args).await?;
         g.ready().await?;
         let admin = plane.client()?;
-
+        let apiservices = apiservices(&admin);
         // The Service leads to the local controller; the APIService registers the group.
-        gitseal_tests::apply_json(&admin, json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "gitseal-api", "namespace": ns.name()},
-            "spec": {"type": "ExternalName", "externalName": "localhost"}
-        }))
-        .await?;
-        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-        gitseal_tests::apply_json(&admin, json!({
-            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-            "metadata": {"name": APISERVICE},
-            "spec": {"group": "api.gitseal.dev", "version": "v1", "groupPriorityMinimum": 1000, "versionPriority": 15,
-                     "service": {"name": "gitseal-api", "namespace": ns.name(), "port": port}, "caBundle": ca_bundle}
-        }))
-        .await?;
-        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"), "apiservices");
-        let apiservices: Api<DynamicObject> = Api::all_with(admin.clone(), &ar);
-        let available = wait_for("APIService v1.api.gitseal.dev Available", Duration::from_secs(60), || {
-            let apiservices = apiservices.clone();
-            async move {
-                let a = apiservices.get(APISERVICE).await?;
-                let v = serde_json::to_value(a).unwrap_or_default();
-                let ok = v.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| {
-                    cs.iter().any(|c| c["type"] == "Available" && c["status"] == "True")
-                });
-                Ok::<_, kube::Error>(ok.then_some(()))
-            }
-        })
-        .await;
+        let available = register_aggregated_api(&admin, ns.name(), port, &tls, Duration::from_secs(60)).await;
         if available.is_err() {
             g.process.print_log_tail();
             eprintln!("{}", plane.apiserver_log_tail(30));
