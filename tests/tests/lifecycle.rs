@@ -75,9 +75,10 @@ async fn dropping_a_control_plane_stops_its_processes_and_removes_its_directory(
 #[tokio::test]
 async fn a_killed_playground_leaves_no_peer_running_and_no_directory() -> anyhow::Result<()> {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut playground =
-        Command::new(env!("CARGO_BIN_EXE_gitseal-playground")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let stdout = playground.stdout.take().context("no stdout")?;
+    let mut playground = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_gitseal-playground")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?,
+    );
+    let stdout = playground.0.stdout.take().context("no stdout")?;
     // Blocking read on a helper thread; the line arrives once the control plane is ready.
     let kubeconfig = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
@@ -89,7 +90,7 @@ async fn a_killed_playground_leaves_no_peer_running_and_no_directory() -> anyhow
     let kubeconfig = match kubeconfig {
         Ok(Ok(Some(path))) => path,
         other => {
-            let _ = playground.kill();
+            let _ = playground.0.kill();
             anyhow::bail!("the playground printed no KUBECONFIG line: {other:?}");
         }
     };
@@ -100,11 +101,22 @@ async fn a_killed_playground_leaves_no_peer_running_and_no_directory() -> anyhow
     assert_eq!(peers.len(), 4, "expected four peers, found pids {peers:?}");
 
     // SIGKILL: no destructor runs, only the watchdog can clean up.
-    playground.kill()?;
-    playground.wait()?;
+    playground.0.kill()?;
+    playground.0.wait()?;
     let gone = Instant::now();
     eventually("the peers to stop", Duration::from_secs(30), || peers.iter().all(|p| !running(*p))).await?;
     eventually("the harness root to be removed", Duration::from_secs(10), || !root.exists()).await?;
     eprintln!("watchdog cleaned up {:?} after SIGKILL", gone.elapsed());
     Ok(())
+}
+
+/// The playground, SIGKILLed if the test fails before it does: its watchdog then stops the
+/// peers, so a failed assertion leaves nothing running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
