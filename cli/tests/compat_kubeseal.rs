@@ -16,9 +16,11 @@
 // allow-unwrap-in-tests covers #[test] functions only, not the helpers they call.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use gitseal_shared::manifest::parse_documents;
@@ -274,23 +276,8 @@ fn kubeseal_bin() -> PathBuf {
     gitseal_tests::Peer::Kubeseal.path().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Run `cmd` with `stdin`, isolated from the caller's settings: no `GITSEAL_*` or
-/// `SEALED_SECRETS_*` variables, and a kubeconfig that does not exist.
 fn run(cmd: &mut Command, stdin: &str) -> Output {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("GITSEAL_") || k.starts_with("SEALED_SECRETS_") {
-            cmd.env_remove(k.as_ref());
-        }
-    }
-    cmd.env("KUBECONFIG", "/nonexistent/compat-kubeconfig");
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut pipe, input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
+    support::run_isolated(cmd, stdin.as_bytes())
 }
 
 fn ok(cmd: &mut Command, stdin: &str) -> String {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -227,4 +227,23 @@ impl Gitseal {
 pub fn documents(path: &Path) -> anyhow::Result<Vec<Value>> {
     let text = std::fs::read_to_string(path)?;
     Ok(gitseal_shared::manifest::parse_documents(&text)?.into_iter().map(|d| d.value).collect())
+}
+
+/// Run `cmd` with `stdin`, isolated from the caller's settings: no `GITSEAL_*` or
+/// `SEALED_SECRETS_*` variables, and a kubeconfig that does not exist.
+pub fn run_isolated(cmd: &mut Command, stdin: &[u8]) -> Output {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("GITSEAL_") || k.starts_with("SEALED_SECRETS_") {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.env("KUBECONFIG", "/nonexistent/compat-kubeconfig");
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
 }
