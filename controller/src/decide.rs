@@ -174,7 +174,8 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     if inp.keys.is_empty() {
         return failed(inp, Reason::NoKeys, "no sealing key is loaded yet".into(), 0);
     }
-    let unsealed = match unseal(ss, inp.keys) {
+    // Failures that depend on plaintext read like decryption failures (issue #9, item 9).
+    let unsealed = match unseal(ss, inp.keys).map_err(CoreError::for_remote) {
         Ok(u) => u,
         Err(CoreError::Undecryptable(items)) => {
             let hinted = key_hints(ss);
@@ -185,7 +186,9 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
             }
             return failed(inp, Reason::DecryptFailed, CoreError::Undecryptable(items).to_string(), 0);
         }
-        Err(e @ CoreError::Template(_)) => return failed(inp, Reason::TemplateFailed, e.to_string(), 0),
+        Err(e @ (CoreError::Template(_) | CoreError::SecretTooLarge { .. })) => {
+            return failed(inp, Reason::TemplateFailed, e.to_string(), 0);
+        }
         Err(e) => return failed(inp, Reason::InvalidSealedSecret, e.to_string(), 0),
     };
     let key_ids: Vec<KeyId> = unsealed.key_ids.iter().cloned().collect();
@@ -600,5 +603,43 @@ mod tests {
         let first = run(&ss, &[&other], &[], None);
         let second = run(&with_status(ss, &first), &[&other], &[], None);
         assert!(second.status.is_none());
+    }
+
+    #[test]
+    fn issue_9_template_bomb_fails_as_template_failed_and_makes_no_secret() {
+        let k = keys().0.decryption_key().unwrap();
+        let mut ss = sealed(&keys().0, &[]);
+        let mut data = BTreeMap::new();
+        data.insert("t0".to_string(), "{{ .password }}".repeat(10));
+        for i in 1..8 {
+            data.insert(format!("t{i}"), format!("{{{{ .t{} }}}}", i - 1).repeat(10));
+        }
+        ss.spec.template.as_mut().unwrap().data = Some(data);
+        let d = run(&ss, &[&k], &[], None);
+        assert_eq!(d.outcome, Outcome::Failed(Reason::TemplateFailed));
+        assert!(d.apply.is_none());
+        assert!(d.message.contains("not an encryptedData item"), "{}", d.message);
+        assert!(!d.message.contains("hunter2"));
+        assert_eq!(d.event.as_ref().unwrap().reason, "TemplateFailed");
+    }
+
+    #[test]
+    fn a_legacy_blob_that_is_not_a_secret_reads_like_one_that_does_not_decrypt() {
+        let k = keys().0.decryption_key().unwrap();
+        let mut ss = sealed(&keys().0, &[]);
+        ss.spec.encrypted_data.clear();
+        let target = target_of(&ss).unwrap();
+        let legacy = |pair: &KeyPair, plain: &[u8]| {
+            let set = RecipientSet::new(vec![pair.cert.recipient().unwrap()]).unwrap();
+            gitseal_shared::value::encode_base64(&set.seal(&target, plain).unwrap())
+        };
+        ss.spec.data = Some(legacy(&keys().0, b"{\"kind\": \"not-a-secret hunter2\"}"));
+        let unusable = run(&ss, &[&k], &[], None);
+        ss.spec.data = Some(legacy(&keys().1, b"{}"));
+        let undecryptable = run(&ss, &[&k], &[], None);
+        assert_eq!(unusable.outcome, Outcome::Failed(Reason::DecryptFailed));
+        assert_eq!(unusable.outcome, undecryptable.outcome);
+        assert_eq!(unusable.message, undecryptable.message);
+        assert!(!unusable.message.contains("hunter2") && !unusable.message.contains("not-a-secret"));
     }
 }

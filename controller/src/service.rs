@@ -42,7 +42,7 @@ pub fn verify(shared: &Shared, ss: &SealedSecretObject) -> Result<Vec<KeyId>, Se
         return Err(ServiceError::NoKeys);
     }
     let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
-    let result = tokio::task::block_in_place(|| unseal(ss, &keys));
+    let result = tokio::task::block_in_place(|| unseal(ss, &keys)).map_err(gitseal_shared::Error::for_remote);
     match result {
         Ok(u) => {
             shared.metrics.private_key_ops.inc_by(u64::from(u.private_ops));
@@ -67,7 +67,7 @@ pub fn rotate(shared: &Shared, ss: &SealedSecretObject) -> Result<(SealedSecretO
         // Convert the deprecated single-blob form into items on the way.
         let mut legacy = ss.clone();
         legacy.spec.data = Some(blob);
-        let u = tokio::task::block_in_place(|| unseal(&legacy, &keys)).map_err(|e| match e {
+        let u = tokio::task::block_in_place(|| unseal(&legacy, &keys)).map_err(|e| match e.for_remote() {
             gitseal_shared::Error::Undecryptable(_) => ServiceError::CannotDecrypt,
             other => ServiceError::BadRequest(other.to_string()),
         })?;

@@ -36,11 +36,40 @@ pub enum Error {
         .0.join(", ")
     )]
     Undecryptable(Vec<String>),
-    /// `template.data` could not be rendered.
+    /// `template.data` is malformed or over a limit that does not depend on any value. Names
+    /// the entry and the rule, never a value.
     #[error("{0}")]
     Template(String),
+    /// The Secret's data (decrypted values plus rendered `template.data`) would exceed
+    /// Kubernetes' Secret size limit. Found before the data is built.
+    #[error(
+        "template.data would make the Secret's data larger than {limit} bytes (Kubernetes' Secret size limit, decrypted values included); refused"
+    )]
+    SecretTooLarge { limit: usize },
+    /// Items decrypted, but what they hold cannot be used (the deprecated `spec.data` is not a
+    /// Secret, a template refers to what only the plaintext declares, …). One fixed message
+    /// that never quotes decoded text; remote callers see it as a decryption failure of the
+    /// same items (see [`Error::for_remote`]).
+    #[error(
+        "{} {} decrypted, but the decrypted content is not usable (nothing of it is shown)",
+        if .0.len() == 1 { "item" } else { "items" },
+        .0.join(", ")
+    )]
+    UnusablePlaintext(Vec<String>),
     #[error("{0}")]
     Rewrite(#[from] crate::manifest::rewrite::RewriteError),
+}
+
+impl Error {
+    /// The error as a remote caller (a SealedSecret's status, an API answer) may see it: a
+    /// failure that depends on plaintext reads exactly like a decryption failure of the same
+    /// items, so a caller cannot use it to learn about values they could not decrypt.
+    pub fn for_remote(self) -> Error {
+        match self {
+            Error::UnusablePlaintext(items) => Error::Undecryptable(items),
+            other => other,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

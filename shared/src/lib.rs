@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod scope;
 pub mod seal;
 pub mod secret;
+pub mod template;
 pub mod types;
 pub mod value;
 

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::keyid::KEY_ID_ANNOTATION;
 use crate::manifest::secret::{LAST_APPLIED_ANNOTATIONS, PlainSecret};
+use crate::template::Templates;
 use crate::types::{ApiGroup, SealedSecretObject, SealedSecretSpec, SecretTemplateSpec};
 use crate::value::{self, DecryptionKey, Opened, RecipientSet, decode_base64, encode_base64};
 use crate::{Error, KeyId, Result, Scope, SecretBytes, Target};
@@ -182,38 +183,42 @@ pub struct Unsealed {
 
 /// Unseal every value, render `template.data`, and build the Secret the SealedSecret declares
 /// (name and namespace forced to the SealedSecret's). Fails if any value fails, naming the
-/// items, never the step.
+/// items, never the step. Templates are parsed (and their limits checked) before any key is
+/// used, and rendered against the decrypted values only (see [`crate::template`]).
 pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unsealed> {
     let target = target_of(ss)?;
+    let template = ss.spec.template.clone().unwrap_or_default();
+    let no_templates = BTreeMap::new();
+    let templates = Templates::parse(template.data.as_ref().unwrap_or(&no_templates))?;
     let ordered = value::order_by_hints(keys, &key_hints(ss));
     let mut data = BTreeMap::new();
     let mut key_ids = BTreeSet::new();
     let mut private_ops = 0;
 
+    let legacy = ss.spec.data.is_some();
     if let Some(blob) = &ss.spec.data {
         if !ss.spec.encrypted_data.is_empty() {
             return Err(Error::Manifest(
                 "cannot use the field 'encryptedData' and the deprecated field 'data' at the same time".into(),
             ));
         }
-        let opened = open_item(&ordered, &target, "data", blob)?;
+        let opened = match open_item(&ordered, &target, LEGACY_ITEM, blob) {
+            Err(Error::DecryptionFailed) => return Err(Error::Undecryptable(vec![LEGACY_ITEM.into()])),
+            other => other?,
+        };
         private_ops += opened.private_ops;
         key_ids.insert(opened.key_id);
-        let legacy: serde_json::Value = serde_json::from_slice(opened.plaintext.expose())
-            .map_err(|_| Error::Manifest("deprecated spec.data did not hold a Secret".into()))?;
-        data = PlainSecret::from_value(&legacy)?.data;
+        data = legacy_data(&opened.plaintext)?;
     }
     let items = open_items(ss, &ordered, &target)?;
     private_ops += items.private_ops;
     key_ids.extend(items.key_ids);
     data.extend(items.values);
 
-    let template = ss.spec.template.clone().unwrap_or_default();
-    if let Some(tdata) = &template.data {
-        for (k, tmpl) in tdata {
-            data.insert(k.clone(), render_template(k, tmpl, &data)?);
-        }
-    }
+    // Which items exist and how long they are came out of the legacy blob's plaintext.
+    let data = templates
+        .render(data)
+        .map_err(|e| if legacy { Error::UnusablePlaintext(vec![LEGACY_ITEM.into()]) } else { e.into() })?;
     let mut metadata = template.metadata.unwrap_or_default();
     metadata.name = ss.metadata.name.clone();
     metadata.namespace = ss.metadata.namespace.clone();
@@ -224,34 +229,15 @@ pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unseal
     })
 }
 
-/// Render a `template.data` entry. Bitnami runs Go `text/template` with Sprig; gitseal
-/// supports the substitution forms `{{ .item }}` and `{{ index . "item" }}` and rejects
-/// anything else by name, rather than rendering something different from Bitnami.
-pub fn render_template(key: &str, tmpl: &str, values: &BTreeMap<String, SecretBytes>) -> Result<SecretBytes> {
-    let mut out = Vec::with_capacity(tmpl.len());
-    let mut rest = tmpl;
-    while let Some(start) = rest.find("{{") {
-        out.extend_from_slice(&rest.as_bytes()[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| Error::Template(format!("template.data[{key}]: unclosed {{{{")))?;
-        let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
-        let item = if let Some(name) = action.strip_prefix('.') {
-            name.to_string()
-        } else if let Some(args) = action.strip_prefix("index . ") {
-            args.trim().trim_matches('"').to_string()
-        } else {
-            return Err(Error::Template(format!(
-                "template.data[{key}]: unsupported template action {{{{ {action} }}}}: gitseal renders {{{{ .item }}}} and {{{{ index . \"item\" }}}}"
-            )));
-        };
-        let v = values
-            .get(&item)
-            .ok_or_else(|| Error::Template(format!("template.data[{key}] refers to missing item {item:?}")))?;
-        out.extend_from_slice(v.expose());
-        rest = &after[end + 2..];
-    }
-    out.extend_from_slice(rest.as_bytes());
-    Ok(SecretBytes::new(out))
+/// How the deprecated `spec.data` blob is named in errors.
+const LEGACY_ITEM: &str = "data";
+
+/// The values of the Secret the deprecated `spec.data` blob holds. Whatever is wrong with it,
+/// the answer is the one fixed [`Error::UnusablePlaintext`]: the reasons would quote decoded text.
+fn legacy_data(plaintext: &SecretBytes) -> Result<BTreeMap<String, SecretBytes>> {
+    let unusable = || Error::UnusablePlaintext(vec![LEGACY_ITEM.into()]);
+    let legacy: serde_json::Value = serde_json::from_slice(plaintext.expose()).map_err(|_| unusable())?;
+    Ok(PlainSecret::from_value(&legacy).map_err(|_| unusable())?.data)
 }
 
 /// The result of re-sealing a SealedSecret for new recipients.
