@@ -16,4 +16,5 @@ mod compat;
 mod keys;
 mod kubeseal_proxy;
 mod leader;
+mod template_bomb;
 mod unseal;

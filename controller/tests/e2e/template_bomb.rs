@@ -1,0 +1,79 @@
+//! Issue #9: a SealedSecret whose `template.data` chains ten copies of `{{ .password }}` eight
+//! deep killed every replica that picked it up. Now it is refused with a reason, both replicas
+//! of a leader-elected pair keep running, and other SealedSecrets still unseal.
+
+use gitseal_shared::types::ApiGroup;
+use gitseal_tests::{ControlPlane, with_temp_ns};
+use serde_json::{Map, Value, json};
+
+use crate::fixture::{Gitseal, event_reasons, seal, secret_with, synced};
+
+fn bomb() -> Value {
+    let mut templates = Map::new();
+    templates.insert("t0".into(), "{{ .password }}".repeat(10).into());
+    for i in 1..8 {
+        templates.insert(format!("t{i}"), format!("{{{{ .t{} }}}}", i - 1).repeat(10).into());
+    }
+    Value::Object(templates)
+}
+
+fn condition(v: &Value, field: &str) -> String {
+    v.pointer(&format!("/status/conditions/0/{field}")).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_template_bomb_leaves_both_replicas_running_and_others_unsealing() -> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let args = ["--leader-elect", "--lease-duration=4s"];
+        let mut a = Gitseal::start_named(plane, ns.name(), "replica-a", &args).await?;
+        a.ready().await?;
+        let mut b = Gitseal::start_named(plane, ns.name(), "replica-b", &args).await?;
+        b.ready().await?;
+        let cert = a.cert().await?;
+        let client = ns.client();
+
+        // The chained bomb: entries see only decrypted values, so t1 names a missing item.
+        let mut chained = seal(&cert, ns.name(), "chained", &[("password", "hunter2-hunter2")], ApiGroup::Gitseal);
+        chained["spec"]["template"]["data"] = bomb();
+        gitseal_tests::apply_json(&client, chained).await?;
+        let s = synced(&ns, ApiGroup::Gitseal, "chained", "False").await?;
+        assert_eq!(condition(&s, "reason"), "TemplateFailed");
+        let message = condition(&s, "message");
+        assert!(message.contains("template.data[t1] refers to \"t0\""), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+
+        // The fan-out against one large value trips the Secret size limit instead.
+        let big = "x".repeat(200 * 1024);
+        let mut wide = seal(&cert, ns.name(), "wide", &[("password", &big)], ApiGroup::Gitseal);
+        wide["spec"]["template"]["data"] = json!({"copies": "{{ .password }}".repeat(10)});
+        gitseal_tests::apply_json(&client, wide).await?;
+        let s = synced(&ns, ApiGroup::Gitseal, "wide", "False").await?;
+        assert_eq!(condition(&s, "reason"), "TemplateFailed");
+        assert!(condition(&s, "message").contains("Kubernetes' Secret size limit"), "{s}");
+
+        // No ciphertext at all: the bomb needs no key, and is refused the same way.
+        let mut empty = seal(&cert, ns.name(), "empty", &[("password", "x")], ApiGroup::Gitseal);
+        empty["spec"]["encryptedData"] = json!({});
+        empty["spec"]["template"]["data"] = bomb();
+        gitseal_tests::apply_json(&client, empty).await?;
+        let s = synced(&ns, ApiGroup::Gitseal, "empty", "False").await?;
+        assert_eq!(condition(&s, "reason"), "TemplateFailed");
+        assert!(event_reasons(&ns, "chained").await?.iter().any(|r| r == "TemplateFailed"));
+
+        // Both replicas survive, and a SealedSecret created afterwards still unseals.
+        a.process.check_running()?;
+        b.process.check_running()?;
+        let after = seal(&cert, ns.name(), "after", &[("k", "v")], ApiGroup::Gitseal);
+        gitseal_tests::apply_json(&client, after).await?;
+        secret_with(&ns, "after", "k", "v").await?;
+        a.process.check_running()?;
+        b.process.check_running()?;
+        a.ready().await?;
+        b.ready().await?;
+        assert_eq!(a.metric("gitseal_leader").await? + b.metric("gitseal_leader").await?, 1.0);
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
