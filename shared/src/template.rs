@@ -218,17 +218,19 @@ fn parse_action(action: &str) -> Option<&str> {
     (!escaped && !name.contains(close)).then_some(name)
 }
 
-/// An entry or item name as quoted in an error: bounded, whatever the manifest holds.
+/// Template text or a name as quoted in an error: on one line and bounded, whatever the
+/// manifest holds.
 fn short(s: &str) -> String {
     const MAX: usize = 64;
-    if s.len() <= MAX {
-        return s.to_string();
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() >= MAX {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
     }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    out
 }
 
 /// Render `templates` against `values` in one call (the CLI and controller go through
