@@ -72,6 +72,12 @@ async fn issue_9_template_bomb_leaves_both_replicas_running_and_others_unsealing
         a.ready().await?;
         b.ready().await?;
         assert_eq!(a.metric("gitseal_leader").await? + b.metric("gitseal_leader").await?, 1.0);
+        // Within the chart's 256 Mi memory limit, where the old renderer needed gigabytes.
+        for g in [&a, &b] {
+            let peak = g.process.peak_rss_kib().unwrap_or(0);
+            eprintln!("{}: peak RSS {peak} KiB", g.process.name());
+            assert!(peak > 0 && peak < 256 * 1024, "peak RSS {peak} KiB");
+        }
         anyhow::Ok(())
     })
     .await??;
