@@ -16,5 +16,5 @@ mod compat;
 mod keys;
 mod kubeseal_proxy;
 mod leader;
-mod template_bomb;
+mod templates;
 mod unseal;

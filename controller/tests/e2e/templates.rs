@@ -1,12 +1,71 @@
-//! Issue #9: a SealedSecret whose `template.data` chains ten copies of `{{ .password }}` eight
-//! deep killed every replica that picked it up. Now it is refused with a reason, both replicas
-//! of a leader-elected pair keep running, and other SealedSecrets still unseal.
+//! `template.data`: rendered as Bitnami's controller renders it (checked against the real one),
+//! and issue #9's bomb — ten copies of `{{ .password }}` chained eight deep, which killed every
+//! replica that picked it up — refused with a reason while both replicas of a leader-elected
+//! pair keep running and other SealedSecrets still unseal.
 
+use std::time::Duration;
+
+use gitseal_shared::manifest::parse_documents;
 use gitseal_shared::types::ApiGroup;
-use gitseal_tests::{ControlPlane, with_temp_ns};
+use gitseal_tests::bitnami::{BitnamiController, BitnamiOptions};
+use gitseal_tests::{ControlPlane, Peer, exec_binary, wait_for, with_temp_ns};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
 use serde_json::{Map, Value, json};
 
-use crate::fixture::{Gitseal, event_reasons, seal, secret_with, synced};
+use crate::fixture::{Gitseal, TIMEOUT, event_reasons, seal, secret_with, synced};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_render_exactly_as_bitnamis_controller_renders_them() -> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let client = ns.client();
+        gitseal_tests::install_crds_yaml(&client, &std::fs::read_to_string(Peer::BitnamiCrd.path()?)?).await?;
+        let bitnami = BitnamiController::start(plane, BitnamiOptions::new(ns.name())).await?;
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tpl", "namespace": ns.name()},
+            "stringData": {"user": "app", "my-pass": "pa ss\n", "password": "pw"}});
+        let args = ["--cert", &bitnami.cert_url(), "-o", "json"];
+        let input = serde_json::to_vec(&secret)?;
+        let timeout = Duration::from_secs(60);
+        let out =
+            exec_binary(Peer::Kubeseal.path()?, args, std::iter::empty::<(&str, &str)>(), &input, timeout).await?;
+        let mut sealed = parse_documents(&String::from_utf8(out)?)?.remove(0).value;
+        sealed["spec"]["template"]["data"] = json!({
+            "dsn": "postgres://{{ .user }}:{{ index . \"my-pass\" }}@db/{{index . `user`}}",
+            "trimmed": "a \n\t {{- .user -}} \n b {{- .password }} c {{ .password -}} d",
+            "password": "<{{ .password }}>",
+            "copy": "{{ .password }}{{ .password }}",
+            "literal": "no actions",
+        });
+        gitseal_tests::apply_json(&client, sealed).await?;
+        let bitnami_secret = secret_with(&ns, "tpl", "password", "<pw>").await?;
+        let bitnami_data = bitnami_secret.data.unwrap_or_default();
+        drop(bitnami);
+
+        // gitseal takes over with Bitnami's key and makes the Secret again.
+        let secrets: Api<Secret> = ns.api();
+        secrets.delete("tpl", &DeleteParams::default()).await?;
+        let mut g = Gitseal::start(plane, ns.name(), &["--bitnami-compat", "--key-renew-period=0"]).await?;
+        g.ready().await?;
+        let ours = wait_for("gitseal's Secret tpl", TIMEOUT, || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets.get_opt("tpl").await?;
+                Ok::<_, kube::Error>(s.filter(|s| {
+                    s.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("gitseal.dev/sealed-by"))
+                }))
+            }
+        })
+        .await?;
+        let ours = ours.data.unwrap_or_default();
+        assert_eq!(ours, bitnami_data);
+        assert_eq!(ours["trimmed"].0, b"aappbpw c pwd");
+        assert_eq!(ours["dsn"].0, b"postgres://app:pa ss\n@db/app");
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
 
 fn bomb() -> Value {
     let mut templates = Map::new();
