@@ -2,10 +2,12 @@
 //! `GET /v1/cert.pem`, `POST /v1/verify` (200 / 409), `POST /v1/rotate`, plus
 //! `GET /v1/recipients`, `/healthz`, `/readyz`; `/metrics` on its own listener.
 //!
-//! verify and rotate are rate-limited per client and bounded in body size; they answer
-//! failures to decrypt with one opaque message. These endpoints cannot know who calls them
-//! (the API server's service proxy strips credentials): `--disable-legacy-endpoints` turns
-//! them off, leaving the authenticated aggregated API.
+//! verify and rotate take the one audited path of [`service::call`]: limited per client in
+//! requests and in private-key operations (the client is the peer address unless the peer is a
+//! `--trusted-proxies` proxy), bounded in body size and time, run in the private-key pool, and
+//! they answer failures to decrypt with one opaque message. These endpoints cannot know who
+//! calls them (the API server's service proxy strips credentials): `--disable-legacy-endpoints`
+//! turns them off, leaving the authenticated aggregated API.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
