@@ -118,7 +118,7 @@ async fn main() {
     let cold = start_gitseal("bench-cold").await;
     let converged = wait_secrets(&ns, n, t0).await;
     let rss = cold.process.peak_rss_kib().unwrap_or(0);
-    let ops = metric(&cold.metrics, "gitseal_private_key_operations_total").await;
+    let ops = metric(&cold.metrics, "gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}").await;
     println!(
         "  gitseal cold start: {n} Secrets in {converged:.2?}, peak RSS {:.1} MiB, {ops} RSA private ops",
         rss as f64 / 1024.0
@@ -134,7 +134,8 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let warm_ops = metric(&warm.metrics, "gitseal_private_key_operations_total").await;
+    let warm_ops =
+        metric(&warm.metrics, "gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}").await;
     println!(
         "  gitseal warm restart: {n} objects confirmed in sync in {:.2?}, {warm_ops} RSA private ops",
         t1.elapsed()

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -20,8 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gitseal_shared::audit::Outcome as AuditOutcome;
-use gitseal_shared::types::sealed_secret_from_value;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use gitseal_shared::types::{SealedSecretObject, sealed_secret_from_value};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
@@ -29,13 +28,13 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
 use crate::Shared;
-use crate::audit::{AuditLog, caller, object_of};
+use crate::audit::{AuditLog, caller};
+use crate::budget::ClientKey;
 use crate::config::AggregatedConfig;
 use crate::metrics::Endpoint;
-use crate::service::{ServiceError, rotate, verify};
+use crate::service::{self, Call, Done, Op, ServiceError, read_body};
 
 pub const GROUP: &str = "api.gitseal.dev";
 pub const VERSION: &str = "v1";
@@ -148,28 +147,21 @@ fn common_name(der: &[u8]) -> Option<String> {
 }
 
 /// Serve the aggregated API until `stop` turns true.
-pub async fn serve(shared: Arc<Shared>, cfg: AggregatedConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(shared: Arc<Shared>, cfg: AggregatedConfig, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let fp = Arc::new(front_proxy(&shared.client, &cfg).await?);
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(load_tls(&cfg, &fp)?));
     let listener =
         tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("cannot listen on {}", cfg.addr))?;
     tracing::info!(addr = %cfg.addr, "aggregated API (api.gitseal.dev/v1) listening");
     let app = router(shared.clone(), fp.clone());
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
-            },
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        };
-        let (tls, app, fp) = (tls.clone(), app.clone(), fp.clone());
-        tokio::spawn(async move {
+    let handshake = move |tcp: tokio::net::TcpStream, remote: std::net::SocketAddr| {
+        let (tls, fp) = (tls.clone(), fp.clone());
+        async move {
             let stream = match tls.accept(tcp).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(%remote, error = %e, "TLS handshake refused");
-                    return;
+                    return None;
                 }
             };
             let peer = {
@@ -180,18 +172,11 @@ pub async fn serve(shared: Arc<Shared>, cfg: AggregatedConfig, mut stop: watch::
                     && (fp.allowed_names.is_empty() || cn.as_ref().is_some_and(|n| fp.allowed_names.contains(n)));
                 Peer { front_proxy }
             };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%remote, error = %e, "aggregated API connection ended");
-            }
-        });
-    }
+            Some((stream, peer))
+        }
+    };
+    crate::serve::serve(listener, shared.config.listener, app, handshake, stop).await;
+    Ok(())
 }
 
 type AppState = (Arc<Shared>, Arc<FrontProxy>);
@@ -206,13 +191,24 @@ fn router(shared: Arc<Shared>, fp: Arc<FrontProxy>) -> Router {
         .route(&format!("/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/keys"), get(list_keys))
         .route(&format!("/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{{resource}}"), post(key_operation))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(middleware::from_fn(require_front_proxy))
+        .layer(middleware::from_fn_with_state((shared.clone(), fp.clone()), require_front_proxy))
         .with_state((shared, fp))
 }
 
-async fn require_front_proxy(req: Request, next: Next) -> Response {
+async fn require_front_proxy(State((shared, _)): State<AppState>, req: Request, next: Next) -> Response {
     let ok = req.extensions().get::<Peer>().is_some_and(|p| p.front_proxy);
     if !ok {
+        // Audited with the address and path only: no body, no headers the caller chose.
+        let remote = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let mut rec = AuditLog::record("ApiRequest", AuditOutcome::Failure);
+        rec.caller = Some(caller(&format!("unauthenticated:{remote}"), &[]));
+        rec.reason = Some("unauthenticated".into());
+        rec.message = Some(format!("{} {}", req.method(), req.uri().path().chars().take(200).collect::<String>()));
+        shared.audit.write(rec);
         return status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -272,25 +268,22 @@ fn caller_of(headers: &HeaderMap, fp: &FrontProxy) -> (String, Vec<String>) {
 }
 
 /// Decode the request object and the SealedSecret inside it, checking its namespace.
-fn parse_request(
-    body: &[u8],
-    ns: &str,
-    kind: &str,
-) -> Result<(Value, gitseal_shared::types::SealedSecretObject), Box<Response>> {
-    let bad = |m: String| Box::new(status(StatusCode::BAD_REQUEST, "BadRequest", &m));
+fn parse_request(body: &[u8], ns: &str, kind: &str) -> Result<(Value, SealedSecretObject), ServiceError> {
+    let bad = ServiceError::BadRequest;
     let obj: Value = serde_json::from_slice(body).map_err(|e| bad(format!("request is not JSON: {e}")))?;
-    if obj.get("kind").and_then(Value::as_str) != Some(kind) {
-        return Err(bad(format!("expected kind {kind}")));
+    if !obj.is_object() || obj.get("kind").and_then(Value::as_str) != Some(kind) {
+        return Err(bad(format!("expected a JSON object of kind {kind}")));
     }
     let mut inner =
         obj.pointer("/spec/sealedSecret").cloned().ok_or_else(|| bad("spec.sealedSecret is required".into()))?;
-    match inner.pointer("/metadata/namespace").and_then(Value::as_str) {
-        Some(n) if n != ns => {
-            return Err(bad(format!(
+    match inner.pointer("/metadata/namespace").map(Value::as_str) {
+        Some(Some(n)) if n != ns => {
+            return Err(ServiceError::WrongNamespace(format!(
                 "the SealedSecret is in namespace {n:?} but the request was made in {ns:?}: use --namespace {n}"
             )));
         }
-        Some(_) => {}
+        Some(None) => return Err(bad("spec.sealedSecret.metadata.namespace must be a string".into())),
+        Some(Some(_)) => {}
         None => {
             if let Some(meta) = inner.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.insert("namespace".into(), ns.into());
@@ -298,130 +291,107 @@ fn parse_request(
         }
     }
     let ss = sealed_secret_from_value(inner).map_err(|e| bad(e.to_string()))?;
+    if ss.metadata.namespace.as_deref() != Some(ns) {
+        return Err(ServiceError::WrongNamespace(format!("the SealedSecret must be in namespace {ns:?}")));
+    }
     Ok((obj, ss))
 }
 
-fn service_response(e: &ServiceError) -> (Response, &'static str) {
-    match e {
-        ServiceError::BadRequest(m) => (status(StatusCode::BAD_REQUEST, "BadRequest", m), "bad_request"),
-        ServiceError::CannotDecrypt => (status(StatusCode::CONFLICT, "Conflict", &e.to_string()), "cannot_decrypt"),
-        ServiceError::NoKeys => {
-            (status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &e.to_string()), "no_keys")
-        }
-        ServiceError::Internal(_) => {
-            (status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "internal error"), "error")
-        }
+/// A failure as a Kubernetes `Status`, with `Retry-After` when it helps.
+fn service_response(e: &ServiceError) -> Response {
+    let a = e.answer();
+    let mut resp = status(a.code, a.reason, &a.message);
+    if let Some(secs) = a.retry_after {
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
     }
+    resp
 }
 
-/// What a SealedSecret operation produced: the `status` to answer with, and audit details.
-struct Outcome {
-    status: Value,
-    metric: &'static str,
-    key_id: Option<String>,
-    reason: Option<&'static str>,
-    message: Option<String>,
-}
-
-/// The shared shape of the SealedSecret operations: parse the request object in its namespace,
-/// run `op`, answer 201 with `status` (or a Status error), audit with the caller, count it.
-/// Which operation: its metric endpoint, audit action and request kind.
+/// Which SealedSecret operation: its metric endpoint, audit action, request kind and work.
 struct Operation {
     endpoint: Endpoint,
     action: &'static str,
     kind: &'static str,
+    op: Op,
 }
 
-const VERIFY: Operation =
-    Operation { endpoint: Endpoint::AggregatedVerify, action: "Verify", kind: "SealedSecretVerification" };
+const VERIFY: Operation = Operation {
+    endpoint: Endpoint::AggregatedVerify,
+    action: "Verify",
+    kind: "SealedSecretVerification",
+    op: Op::Verify,
+};
 const RESEAL: Operation =
-    Operation { endpoint: Endpoint::AggregatedReseal, action: "Reseal", kind: "SealedSecretReseal" };
+    Operation { endpoint: Endpoint::AggregatedReseal, action: "Reseal", kind: "SealedSecretReseal", op: Op::Rotate };
 
-fn sealed_secret_call(
+/// The SealedSecret operations: read and parse the request object in its namespace, then the
+/// one audited call path of [`service::call`], keyed on the authenticated user.
+async fn sealed_secret_call(
     (shared, fp): &AppState,
     what: &Operation,
     ns: &str,
     headers: &HeaderMap,
-    body: &[u8],
-    op: impl FnOnce(&Shared, &gitseal_shared::types::SealedSecretObject) -> Result<Outcome, ServiceError>,
-) -> Response {
-    let Operation { endpoint, action, kind } = *what;
+    body: Body,
+) -> (Value, Result<Done, ServiceError>) {
     let (user, groups) = caller_of(headers, fp);
-    let (mut obj, ss) = match parse_request(body, ns, kind) {
-        Ok(x) => x,
-        Err(r) => {
-            shared.metrics.api(endpoint, "bad_request");
-            return *r;
-        }
+    let call = Call {
+        endpoint: what.endpoint,
+        action: what.action,
+        caller: caller(&user, &groups),
+        client: ClientKey::User(user),
     };
-    let result = op(shared, &ss);
-    let failed = result.as_ref().map_or(true, |o| o.reason.is_some());
-    let mut rec = AuditLog::record(action, if failed { AuditOutcome::Failure } else { AuditOutcome::Success });
-    rec.object = Some(object_of(&ss));
-    rec.caller = Some(caller(&user, &groups));
-    let response = match result {
-        Ok(o) => {
-            rec.key_id = o.key_id;
-            rec.reason = o.reason.map(str::to_string);
-            rec.message = o.message;
-            shared.metrics.api(endpoint, o.metric);
-            obj["status"] = o.status;
-            (StatusCode::CREATED, Json(obj)).into_response()
-        }
-        Err(e) => {
-            let (resp, label) = service_response(&e);
-            rec.reason = Some(label.into());
-            shared.metrics.api(endpoint, label);
-            resp
-        }
+    let parsed = match read_body(body, shared.config.max_body_bytes, shared.config.listener.body_timeout).await {
+        Ok(bytes) => parse_request(&bytes, ns, what.kind),
+        Err(e) => Err(e),
     };
-    shared.audit.write(rec);
-    response
+    let (obj, ss) = match parsed {
+        Ok((obj, ss)) => (Some(obj), Ok(ss)),
+        Err(e) => (None, Err(e)),
+    };
+    let done = service::call(shared, &call, ss, what.op).await;
+    (obj.unwrap_or_default(), done)
 }
 
 async fn create_verification(
     State(state): State<AppState>,
     Path(ns): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    sealed_secret_call(&state, &VERIFY, &ns, &headers, &body, |s, ss| {
-        match verify(s, ss) {
-            Ok(ids) => {
-                let joined = gitseal_shared::KeyId::join(ids);
-                let status = json!({"valid": true, "keyIds": joined.split(',').collect::<Vec<_>>()});
-                Ok(Outcome { status, metric: "ok", key_id: Some(joined), reason: None, message: None })
-            }
-            // An answer, not an error: "this does not open here".
-            Err(ServiceError::CannotDecrypt) => Ok(Outcome {
-                status: json!({"valid": false, "message": ServiceError::CannotDecrypt.to_string()}),
-                metric: "invalid",
-                key_id: None,
-                reason: Some("cannot_decrypt"),
-                message: None,
-            }),
-            Err(e) => Err(e),
+    let (mut obj, result) = sealed_secret_call(&state, &VERIFY, &ns, &headers, body).await;
+    obj["status"] = match result {
+        Ok(Done::Verified(ids)) => {
+            let joined = gitseal_shared::KeyId::join(ids);
+            json!({"valid": true, "keyIds": joined.split(',').collect::<Vec<_>>()})
         }
-    })
+        // An answer, not an error: "this does not open here".
+        Err(ServiceError::CannotDecrypt) => json!({"valid": false, "message": ServiceError::CannotDecrypt.to_string()}),
+        Ok(_) => return service_response(&ServiceError::Internal("reseal answered a verification".into())),
+        Err(e) => return service_response(&e),
+    };
+    (StatusCode::CREATED, Json(obj)).into_response()
 }
 
 async fn create_reseal(
     State(state): State<AppState>,
     Path(ns): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    sealed_secret_call(&state, &RESEAL, &ns, &headers, &body, |s, ss| {
-        let (resealed, old) = rotate(s, ss)?;
-        let key_id = s.registry.sealing().map(|k| k.id().to_string());
-        let status = json!({
-            "sealedSecret": serde_json::to_value(&resealed).unwrap_or_default(),
-            "oldKeyIds": old.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
-            "keyId": key_id,
-        });
-        let message = Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old)));
-        Ok(Outcome { status, metric: "ok", key_id, reason: None, message })
-    })
+    let shared = state.0.clone();
+    match sealed_secret_call(&state, &RESEAL, &ns, &headers, body).await {
+        (mut obj, Ok(Done::Rotated(resealed, old))) => {
+            let key_id = shared.registry.sealing().map(|k| k.id().to_string());
+            obj["status"] = json!({
+                "sealedSecret": serde_json::to_value(&*resealed).unwrap_or_default(),
+                "oldKeyIds": old.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                "keyId": key_id,
+            });
+            (StatusCode::CREATED, Json(obj)).into_response()
+        }
+        (_, Ok(_)) => service_response(&ServiceError::Internal("verification answered a reseal".into())),
+        (_, Err(e)) => service_response(&e),
+    }
 }
 
 /// Key operations are served only in the controller's own namespace.
@@ -443,30 +413,77 @@ async fn list_keys(State((shared, _)): State<AppState>, Path(ns): Path<String>) 
     Json(crate::key_ops::list(&shared)).into_response()
 }
 
+/// The request kind of each key operation resource.
+fn key_op_kind(resource: &str) -> Option<&'static str> {
+    Some(match resource {
+        "keyrotations" => "KeyRotation",
+        "keyretirements" => "KeyRetirement",
+        "keyrevocations" => "KeyRevocation",
+        "keybackups" => "KeyBackup",
+        _ => return None,
+    })
+}
+
+/// Audit a key operation refused before it ran: caller and reason, never the body.
+fn refuse_key_op(
+    shared: &Shared,
+    who: &gitseal_shared::audit::Caller,
+    resource: &str,
+    reason: &str,
+    resp: Response,
+) -> Response {
+    let mut rec = AuditLog::record("KeyOperation", AuditOutcome::Failure);
+    rec.caller = Some(who.clone());
+    rec.reason = Some(reason.into());
+    rec.message = Some(resource.chars().take(64).collect());
+    shared.audit.write(rec);
+    resp
+}
+
 async fn key_operation(
     State((shared, fp)): State<AppState>,
     Path((ns, resource)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     use crate::key_ops::{KeyOpError, backup, rotate, set_state};
     use crate::registry::KeyState;
-    if let Err(r) = check_key_namespace(&shared, &ns) {
-        return *r;
-    }
     let (user, groups) = caller_of(&headers, &fp);
     let who = caller(&user, &groups);
-    let mut obj: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("request is not JSON: {e}")),
+    if let Err(r) = check_key_namespace(&shared, &ns) {
+        return refuse_key_op(&shared, &who, &resource, "wrong_namespace", *r);
+    }
+    let Some(kind) = key_op_kind(&resource) else {
+        let r = status(StatusCode::NOT_FOUND, "NotFound", &format!("no such resource in {GROUP}/{VERSION}"));
+        return refuse_key_op(&shared, &who, "unknown", "not_found", r);
+    };
+    let bytes = match read_body(body, shared.config.max_body_bytes, shared.config.listener.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            let label = e.answer().label;
+            return refuse_key_op(&shared, &who, &resource, label, service_response(&e));
+        }
+    };
+    // Only a JSON object of the resource's kind: anything else (an array, a string, another
+    // kind) is refused before any key is touched.
+    let mut obj = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v @ Value::Object(_)) if v.get("kind").and_then(Value::as_str) == Some(kind) => v,
+        Ok(_) => {
+            let r = status(StatusCode::BAD_REQUEST, "BadRequest", &format!("expected a JSON object of kind {kind}"));
+            return refuse_key_op(&shared, &who, &resource, "bad_request", r);
+        }
+        Err(e) => {
+            let r = status(StatusCode::BAD_REQUEST, "BadRequest", &format!("request is not JSON: {e}"));
+            return refuse_key_op(&shared, &who, &resource, "bad_request", r);
+        }
     };
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     let key_id = spec.get("keyId").and_then(Value::as_str).unwrap_or_default().to_string();
-    let result = match resource.as_str() {
-        "keyrotations" => rotate(&shared, &who).await,
-        "keyretirements" => set_state(&shared, &who, &key_id, KeyState::Retired).await,
-        "keyrevocations" => set_state(&shared, &who, &key_id, KeyState::Revoked).await,
-        "keybackups" => {
+    let result = match kind {
+        "KeyRotation" => rotate(&shared, &who).await,
+        "KeyRetirement" => set_state(&shared, &who, &key_id, KeyState::Retired).await,
+        "KeyRevocation" => set_state(&shared, &who, &key_id, KeyState::Revoked).await,
+        _ => {
             let recipients: Vec<String> = spec
                 .get("recipients")
                 .and_then(Value::as_array)
@@ -474,18 +491,138 @@ async fn key_operation(
                 .unwrap_or_default();
             backup(&shared, &who, &recipients).await
         }
-        other => {
-            return status(StatusCode::NOT_FOUND, "NotFound", &format!("no resource {other} in {GROUP}/{VERSION}"));
-        }
     };
     match result {
         Ok(st) => {
-            obj["status"] = st;
+            if let Some(o) = obj.as_object_mut() {
+                o.insert("status".into(), st);
+            }
             (StatusCode::CREATED, Json(obj)).into_response()
         }
         Err(e @ KeyOpError::NotFound(_)) => status(StatusCode::NOT_FOUND, "NotFound", &e.to_string()),
         Err(e @ KeyOpError::BadRequest(_)) => status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
         Err(e @ KeyOpError::Conflict(_)) => status(StatusCode::CONFLICT, "Conflict", &e.to_string()),
         Err(e @ KeyOpError::Failed(_)) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tower::ServiceExt as _;
+
+    fn app(shared: Arc<Shared>) -> Router {
+        let fp = FrontProxy {
+            roots: Arc::new(RootCertStore::empty()),
+            allowed_names: vec![],
+            user_headers: vec!["X-Remote-User".into()],
+            group_headers: vec!["X-Remote-Group".into()],
+        };
+        router(shared, Arc::new(fp))
+    }
+
+    async fn post(app: &Router, path: &str, body: Vec<u8>, front_proxy: bool) -> StatusCode {
+        let mut req = axum::http::Request::post(path).header("X-Remote-User", "alice").body(Body::from(body)).unwrap();
+        req.extensions_mut().insert(Peer { front_proxy });
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo("10.9.8.7:443".parse::<std::net::SocketAddr>().unwrap()));
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// Request bodies: bytes, any JSON, and request objects of every kind around any JSON.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let json = crate::http::tests::any_json;
+        let kinds = prop_oneof![
+            Just("SealedSecretVerification"),
+            Just("SealedSecretReseal"),
+            Just("KeyRetirement"),
+            Just("KeyRevocation"),
+            Just("KeyBackup"),
+        ];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            json().prop_map(|v| v.to_string().into_bytes()),
+            (kinds.clone(), json()).prop_map(|(k, spec)| json!({"kind": k, "spec": spec}).to_string().into_bytes()),
+            (kinds, json(), json()).prop_map(|(k, meta, data)| {
+                json!({"kind": k, "spec": {"sealedSecret": {"metadata": meta, "spec": {"encryptedData": data}}}})
+                    .to_string()
+                    .into_bytes()
+            }),
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("/apis/api.gitseal.dev/v1/namespaces/app/sealedsecretverifications"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/app/sealedsecretreseals"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/gitseal-system/keyretirements"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/gitseal-system/keyrevocations"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/gitseal-system/keybackups"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/gitseal-system/keyrotations"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/gitseal-system/nonsense"),
+            Just("/apis/api.gitseal.dev/v1/namespaces/app/keybackups"),
+        ]
+    }
+
+    /// Issue #9: a non-object JSON body on a key operation panicked the handler.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_non_object_body_on_a_key_operation_is_a_bad_request() {
+        let app = app(crate::testing::shared_with(&[], Box::new(std::io::sink())));
+        for body in ["[1,2]", "\"KeyRotation\"", "3", "null", "{\"kind\":[\"KeyRotation\"]}"] {
+            for res in ["keyrotations", "keyretirements", "keyrevocations", "keybackups"] {
+                let path = format!("/apis/api.gitseal.dev/v1/namespaces/gitseal-system/{res}");
+                let code = post(&app, &path, body.as_bytes().to_vec(), true).await;
+                assert_eq!(code, StatusCode::BAD_REQUEST, "{res} {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn aggregated_handlers_answer_any_body_with_a_4xx_or_2xx_and_never_panic() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _in_runtime = rt.enter();
+        let shared = crate::testing::shared_with(&["--api-private-ops-burst=100000"], Box::new(std::io::sink()));
+        let app = app(shared);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            ..Default::default()
+        });
+        runner
+            .run(&(path(), body()), |(path, body)| {
+                // A KeyRotation request is valid input (it makes a key): not what this feeds.
+                prop_assume!(
+                    !path.ends_with("/keyrotations") || !String::from_utf8_lossy(&body).contains("KeyRotation")
+                );
+                let code = rt.block_on(post(&app, path, body, true));
+                prop_assert!(code.is_client_error() || code.is_success(), "{path} answered {code}");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unauthenticated_and_wrong_namespace_calls_are_refused_and_audited() {
+        let lines = crate::testing::Lines::default();
+        let app = app(crate::testing::shared_with(&[], Box::new(lines.clone())));
+        let verify = "/apis/api.gitseal.dev/v1/namespaces/app/sealedsecretverifications";
+        assert_eq!(post(&app, verify, b"{}".to_vec(), false).await, StatusCode::UNAUTHORIZED);
+        let elsewhere = json!({"kind": "SealedSecretVerification", "spec": {"sealedSecret": {
+            "apiVersion": "gitseal.dev/v1", "kind": "SealedSecret",
+            "metadata": {"name": "db", "namespace": "other"}, "spec": {"encryptedData": {}}}}});
+        assert_eq!(post(&app, verify, elsewhere.to_string().into_bytes(), true).await, StatusCode::BAD_REQUEST);
+        let records: Vec<Value> = lines.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(
+            (records[0]["reason"].as_str(), records[0]["caller"]["user"].as_str()),
+            (Some("unauthenticated"), Some("unauthenticated:10.9.8.7"))
+        );
+        assert_eq!(
+            (records[1]["reason"].as_str(), records[1]["caller"]["user"].as_str()),
+            (Some("wrong_namespace"), Some("alice"))
+        );
+        assert_eq!(records[1]["action"], "Verify");
     }
 }

@@ -129,6 +129,46 @@ pub struct RunArgs {
     /// any certificate the CA signed). Default: from the same ConfigMap.
     #[arg(long, env = "GITSEAL_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
     pub requestheader_allowed_names: Vec<String>,
+    /// Threads that run every RSA private-key operation (reconcile first; API work may use all
+    /// but one of them).
+    #[arg(long, env = "GITSEAL_PRIVATE_KEY_THREADS", default_value_t = 2)]
+    pub private_key_threads: u16,
+    /// API requests that may wait for a private-key thread; beyond it they get 503 + Retry-After.
+    #[arg(long, env = "GITSEAL_API_QUEUE", default_value_t = 16)]
+    pub api_queue: usize,
+    /// Private-key operations per second each API client may spend (verify, rotate, reseal);
+    /// legacy callers are counted by address, aggregated-API callers by user.
+    #[arg(long, env = "GITSEAL_API_PRIVATE_OPS_RATE", default_value_t = 20.0)]
+    pub api_private_ops_rate: f64,
+    /// Private-key operations an API client may save up and spend at once.
+    #[arg(long, env = "GITSEAL_API_PRIVATE_OPS_BURST", default_value_t = 200)]
+    pub api_private_ops_burst: u32,
+    /// Most private-key operations (items × keys tried) one API request may spend; beyond it
+    /// the request is refused with 422.
+    #[arg(long, env = "GITSEAL_MAX_PRIVATE_OPS_PER_REQUEST", default_value_t = 200)]
+    pub max_private_ops_per_request: u32,
+    /// Proxies (CIDR list) whose X-Forwarded-For is believed: behind them the client is the last
+    /// hop that is not one of them. Empty: the header is ignored and the peer is the client.
+    #[arg(long, env = "GITSEAL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Both listeners: time a client has to finish the TLS handshake (aggregated API).
+    #[arg(long, env = "GITSEAL_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Both listeners: time a client has to send a request's headers.
+    #[arg(long, env = "GITSEAL_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Both listeners: time a client has to send a request's body.
+    #[arg(long, env = "GITSEAL_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Both listeners: a connection with no request in flight is closed after this long.
+    #[arg(long, env = "GITSEAL_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Each listener: open connections beyond this are closed as soon as they are accepted.
+    #[arg(long, env = "GITSEAL_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Each listener: requests handled at once; beyond it 503 with Retry-After.
+    #[arg(long, env = "GITSEAL_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
     /// Log format on stderr.
     #[arg(long, env = "GITSEAL_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -145,6 +185,41 @@ pub struct AggregatedConfig {
     pub tls_key: PathBuf,
     pub client_ca_file: Option<PathBuf>,
     pub allowed_names: Vec<String>,
+}
+
+/// Budgets of private-key work (see [`crate::budget`]).
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    pub threads: usize,
+    pub api_queue: usize,
+    pub ops_rate: f64,
+    pub ops_burst: u32,
+    pub per_request: u32,
+    pub trusted_proxies: Vec<crate::budget::Cidr>,
+}
+
+/// Timeouts and caps of each listener (see [`crate::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_requests: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 256,
+            max_requests: 64,
+        }
+    }
 }
 
 /// The resolved configuration every module reads.
@@ -174,6 +249,8 @@ pub struct Config {
     pub aggregated: Option<AggregatedConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub budget: BudgetConfig,
+    pub listener: ListenerLimits,
 }
 
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -201,6 +278,15 @@ impl RunArgs {
             Some(s) if s.is_empty() => None,
             Some(s) => Some(parse_time(s).with_context(|| format!("--key-cutoff-time {s:?}"))?),
         };
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--trusted-proxies: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !(self.api_private_ops_rate.is_finite() && self.api_private_ops_rate >= 0.0) {
+            bail!("--api-private-ops-rate must be a number of operations per second, 0 or more");
+        }
         let period = (!self.key_renew_period.is_zero())
             .then(|| time::Duration::try_from(self.key_renew_period))
             .transpose()
@@ -239,6 +325,22 @@ impl RunArgs {
             },
             log_format: self.log_format,
             log_level: self.log_level,
+            budget: BudgetConfig {
+                threads: usize::from(self.private_key_threads.max(1)),
+                api_queue: self.api_queue,
+                ops_rate: self.api_private_ops_rate,
+                ops_burst: self.api_private_ops_burst.max(1),
+                per_request: self.max_private_ops_per_request.max(1),
+                trusted_proxies,
+            },
+            listener: ListenerLimits {
+                handshake_timeout: self.tls_handshake_timeout,
+                header_timeout: self.header_read_timeout,
+                body_timeout: self.body_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections.max(1),
+                max_requests: self.max_concurrent_requests.max(1),
+            },
         })
     }
 }
@@ -259,6 +361,15 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_a_bad_one_is_refused_by_name() {
+        let cli = Cli::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,::1"]).unwrap();
+        assert_eq!(cli.run.resolve().unwrap().budget.trusted_proxies.len(), 2);
+        let cli = Cli::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/99"]).unwrap();
+        let err = cli.run.resolve().unwrap_err().to_string();
+        assert!(err.contains("--trusted-proxies") && err.contains("10.0.0.0/99"), "{err}");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! `GET /v1/cert.pem`, `POST /v1/verify` (200 / 409), `POST /v1/rotate`, plus
 //! `GET /v1/recipients`, `/healthz`, `/readyz`; `/metrics` on its own listener.
 //!
-//! verify and rotate are rate-limited per client and bounded in body size; they answer
-//! failures to decrypt with one opaque message. These endpoints cannot know who calls them
-//! (the API server's service proxy strips credentials): `--disable-legacy-endpoints` turns
-//! them off, leaving the authenticated aggregated API.
+//! verify and rotate take the one audited path of [`service::call`]: limited per client in
+//! requests and in private-key operations (the client is the peer address unless the peer is a
+//! `--trusted-proxies` proxy), bounded in body size and time, run in the private-key pool, and
+//! they answer failures to decrypt with one opaque message. These endpoints cannot know who
+//! calls them (the API server's service proxy strips credentials): `--disable-legacy-endpoints`
+//! turns them off, leaving the authenticated aggregated API.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,18 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gitseal_shared::audit::Outcome as AuditOutcome;
 use gitseal_shared::manifest::{OutputFormat, write_documents};
 
 use crate::Shared;
-use crate::audit::{AuditLog, object_of};
+use crate::budget::ClientKey;
 use crate::metrics::Endpoint;
-use crate::service::{ServiceError, parse_body, rotate, verify};
+use crate::service::{self, Call, Done, Op, ServiceError, parse_body, read_body};
 
 /// Token buckets per client address.
 #[derive(Debug)]
@@ -66,13 +67,6 @@ impl RateLimiter {
     pub fn retry_after_secs(&self) -> u64 {
         (1.0 / self.rate).ceil().clamp(1.0, 3600.0) as u64
     }
-
-    /// The answer to a refused request.
-    fn too_many_requests(&self) -> Response {
-        let mut resp = (StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down\n").into_response();
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs()));
-        resp
-    }
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -84,7 +78,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     if !shared.config.disable_legacy_endpoints {
         app = app.route("/v1/verify", post(verify_handler)).route("/v1/rotate", post(rotate_handler));
     }
-    app.layer(DefaultBodyLimit::max(shared.config.max_body_bytes)).with_state(shared)
+    app.with_state(shared)
 }
 
 pub fn metrics_router(shared: Arc<Shared>) -> Router {
@@ -139,122 +133,71 @@ async fn recipients(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-/// The client a request is counted against: behind the kube-apiserver's service proxy, the
-/// last `X-Forwarded-For` entry (the address the proxy itself saw and appended; earlier entries
-/// are whatever the caller sent); otherwise the peer address.
-fn client_of(headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|v| v.trim().parse().ok())
-        .next_back()
-        .unwrap_or(peer.ip())
+/// The legacy endpoints' caller: unauthenticated, known only by address.
+fn legacy_call(s: &Shared, endpoint: Endpoint, action: &'static str, peer: SocketAddr, headers: &HeaderMap) -> Call {
+    let client = crate::budget::client_of(headers, peer, &s.config.budget.trusted_proxies);
+    let key = ClientKey::Addr(client);
+    Call { endpoint, action, caller: crate::audit::caller(&key.to_string(), &[]), client: key }
 }
 
-fn service_error(e: &ServiceError) -> (StatusCode, &'static str) {
-    match e {
-        ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-        ServiceError::CannotDecrypt => (StatusCode::CONFLICT, "cannot_decrypt"),
-        ServiceError::NoKeys => (StatusCode::SERVICE_UNAVAILABLE, "no_keys"),
-        ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "error"),
+/// A failure as the legacy endpoints answer it: plain text, `Retry-After` when it helps.
+fn legacy_error(e: &ServiceError) -> Response {
+    let a = e.answer();
+    let mut resp = (a.code, format!("{}\n", a.message)).into_response();
+    if let Some(secs) = a.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    resp
 }
 
-/// What a legacy endpoint did, for its audit record and its answer.
-struct Done {
-    response: Response,
-    key_id: Option<String>,
-    message: Option<String>,
-}
-
-/// The shared shape of `/v1/verify` and `/v1/rotate`: rate limit per client, parse one
-/// SealedSecret, run `op`, audit the call (caller unknown: the service proxy strips it), count it.
-fn legacy_call(
-    s: &Shared,
-    endpoint: Endpoint,
-    action: &str,
-    client: IpAddr,
-    body: &[u8],
-    op: impl FnOnce(&Shared, &gitseal_shared::types::SealedSecretObject) -> Result<Done, ServiceError>,
-) -> Response {
-    if !s.rate_limiter.allow(client, Instant::now()) {
-        s.metrics.api(endpoint, "rate_limited");
-        return s.rate_limiter.too_many_requests();
-    }
-    let ss = match parse_body(body) {
-        Ok(ss) => ss,
-        Err(e) => {
-            s.metrics.api(endpoint, "bad_request");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
-        }
-    };
-    let result = op(s, &ss);
-    let mut rec = AuditLog::record(action, if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failure });
-    rec.object = Some(object_of(&ss));
-    rec.caller = Some(crate::audit::caller(&format!("unauthenticated:{client}"), &[]));
-    let response = match result {
-        Ok(done) => {
-            rec.key_id = done.key_id;
-            rec.message = done.message;
-            s.metrics.api(endpoint, "ok");
-            done.response
-        }
-        Err(e) => {
-            let (code, label) = service_error(&e);
-            rec.reason = Some(label.into());
-            s.metrics.api(endpoint, label);
-            (code, format!("{e}\n")).into_response()
-        }
-    };
-    s.audit.write(rec);
-    response
+/// Read and parse a legacy body within the listener's size and time limits.
+async fn legacy_body(s: &Shared, body: Body) -> Result<gitseal_shared::types::SealedSecretObject, ServiceError> {
+    let bytes = read_body(body, s.config.max_body_bytes, s.config.listener.body_timeout).await?;
+    parse_body(&bytes)
 }
 
 async fn verify_handler(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    legacy_call(&s, Endpoint::Verify, "Verify", client_of(&headers, peer), &body, |s, ss| {
-        let ids = verify(s, ss)?;
-        Ok(Done {
-            response: (StatusCode::OK, "OK\n").into_response(),
-            key_id: Some(gitseal_shared::KeyId::join(ids)),
-            message: None,
-        })
-    })
+    let c = legacy_call(&s, Endpoint::Verify, "Verify", peer, &headers);
+    let parsed = legacy_body(&s, body).await;
+    match service::call(&s, &c, parsed, Op::Verify).await {
+        Ok(_) => (StatusCode::OK, "OK\n").into_response(),
+        Err(e) => legacy_error(&e),
+    }
 }
 
 async fn rotate_handler(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let yaml_wanted = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("yaml"));
-    legacy_call(&s, Endpoint::Rotate, "Rotate", client_of(&headers, peer), &body, |s, ss| {
-        let (rotated, old) = rotate(s, ss)?;
-        let json = serde_json::to_value(&rotated).unwrap_or_default();
-        let (body, ctype) = if yaml_wanted {
-            (write_documents(&[json], OutputFormat::Yaml).unwrap_or_default(), "application/yaml")
-        } else {
-            (write_documents(&[json], OutputFormat::Json).unwrap_or_default(), "application/json")
-        };
-        let mut response = (StatusCode::OK, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        Ok(Done {
-            response,
-            key_id: s.registry.sealing().map(|k| k.id().to_string()),
-            message: Some(format!("re-sealed from {}", gitseal_shared::KeyId::join(old))),
-        })
-    })
+    let c = legacy_call(&s, Endpoint::Rotate, "Rotate", peer, &headers);
+    let parsed = legacy_body(&s, body).await;
+    match service::call(&s, &c, parsed, Op::Rotate).await {
+        Ok(Done::Rotated(rotated, _)) => {
+            let json = serde_json::to_value(&*rotated).unwrap_or_default();
+            let (body, ctype) = if yaml_wanted {
+                (write_documents(&[json], OutputFormat::Yaml).unwrap_or_default(), "application/yaml")
+            } else {
+                (write_documents(&[json], OutputFormat::Json).unwrap_or_default(), "application/json")
+            };
+            let mut response = (StatusCode::OK, body).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            response
+        }
+        Ok(Done::Verified(_)) => legacy_error(&ServiceError::Internal("verify answered a rotate".into())),
+        Err(e) => legacy_error(&e),
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -272,21 +215,124 @@ mod tests {
     }
 
     #[test]
-    fn a_forged_forwarded_for_entry_does_not_buy_a_new_bucket() {
-        let peer: SocketAddr = "10.0.0.9:443".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 192.0.2.7"));
-        assert_eq!(client_of(&h, peer), "192.0.2.7".parse::<IpAddr>().unwrap());
-        assert_eq!(client_of(&HeaderMap::new(), peer), peer.ip());
-    }
-
-    #[test]
     fn a_refused_client_is_told_when_a_token_is_surely_back() {
         assert_eq!(RateLimiter::new(2.0, 4).retry_after_secs(), 1);
         assert_eq!(RateLimiter::new(0.3, 4).retry_after_secs(), 4);
         assert_eq!(RateLimiter::new(0.0, 4).retry_after_secs(), 3600);
-        let resp = RateLimiter::new(2.0, 4).too_many_requests();
+        let resp = legacy_error(&ServiceError::RateLimited(RateLimiter::new(2.0, 4).retry_after_secs()));
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+
+    /// Any JSON value, a few levels deep.
+    pub(crate) fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[a-zA-Z0-9:/._ -]{0,12}".prop_map(Value::from),
+            prop_oneof![
+                Just("SealedSecret"),
+                Just("bitnami.com/v1alpha1"),
+                Just("gitseal.dev/v1"),
+                Just("AgAB"),
+                Just("metadata"),
+                Just("encryptedData"),
+                Just("template"),
+                Just("data"),
+                Just("namespace"),
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop_oneof![
+                Just("apiVersion".to_string()),
+                Just("kind".to_string()),
+                Just("metadata".to_string()),
+                Just("spec".to_string()),
+                Just("name".to_string()),
+                Just("namespace".to_string()),
+                Just("annotations".to_string()),
+                Just("encryptedData".to_string()),
+                Just("template".to_string()),
+                Just("data".to_string()),
+                Just("sealedSecret".to_string()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(keys, inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Legacy bodies: arbitrary bytes, arbitrary JSON, and JSON shaped like a SealedSecret.
+    fn legacy_body() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            any_json().prop_map(|v| v.to_string().into_bytes()),
+            (any_json(), any_json(), any_json()).prop_map(|(meta, data, tmpl)| {
+                serde_json::json!({"apiVersion": "bitnami.com/v1alpha1", "kind": "SealedSecret", "metadata": meta,
+                    "spec": {"encryptedData": data, "template": tmpl}})
+                .to_string()
+                .into_bytes()
+            }),
+        ]
+    }
+
+    async fn post(app: &Router, path: &str, body: Vec<u8>) -> StatusCode {
+        use tower::ServiceExt as _;
+        let mut req = axum::http::Request::post(path).body(Body::from(body)).unwrap();
+        req.extensions_mut().insert(ConnectInfo("10.1.2.3:4567".parse::<SocketAddr>().unwrap()));
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    #[test]
+    fn legacy_handlers_answer_any_body_with_a_4xx_or_2xx_and_never_panic() {
+        use proptest::prelude::*;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _in_runtime = rt.enter();
+        let flags = ["--rate-limit=100000", "--rate-limit-burst=100000", "--api-private-ops-burst=100000"];
+        let shared = crate::testing::shared_with(&flags, Box::new(std::io::sink()));
+        let app = router(shared);
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 192,
+            failure_persistence: None,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            ..Default::default()
+        });
+        runner
+            .run(&(legacy_body(), any::<bool>()), |(body, rotate)| {
+                let path = if rotate { "/v1/rotate" } else { "/v1/verify" };
+                let code = rt.block_on(post(&app, path, body));
+                prop_assert!(code.is_client_error() || code.is_success(), "{path} answered {code}");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_and_unparsable_calls_are_audited_with_caller_and_reason_but_no_body() {
+        let lines = crate::testing::Lines::default();
+        let shared = crate::testing::shared_with(&["--rate-limit=1", "--rate-limit-burst=2"], Box::new(lines.clone()));
+        let app = router(shared);
+        let secret_marker = b"not-a-sealed-secret-4b1d".to_vec();
+        assert_eq!(post(&app, "/v1/verify", secret_marker.clone()).await, StatusCode::BAD_REQUEST);
+        let _ = post(&app, "/v1/verify", b"{}".to_vec()).await;
+        assert_eq!(post(&app, "/v1/rotate", b"{}".to_vec()).await, StatusCode::TOO_MANY_REQUESTS);
+        let text = lines.text();
+        assert!(!text.contains("4b1d"), "a body never reaches the audit log: {text}");
+        let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(records.len(), 3, "{text}");
+        assert_eq!(records[0]["reason"], "bad_request");
+        assert_eq!(records[2]["reason"], "rate_limited");
+        assert_eq!(records[2]["action"], "Rotate");
+        for r in &records {
+            assert_eq!(r["caller"]["user"], "unauthenticated:10.1.2.3", "{r}");
+        }
     }
 }

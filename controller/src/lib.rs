@@ -8,6 +8,7 @@
 
 pub mod aggregated;
 pub mod audit;
+pub mod budget;
 pub mod config;
 pub mod crd;
 pub mod decide;
@@ -18,8 +19,11 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod registry;
+pub mod serve;
 pub mod service;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -44,6 +48,10 @@ pub struct Shared {
     pub audit: AuditLog,
     pub recorder: Recorder,
     pub rate_limiter: http::RateLimiter,
+    /// The one pool that runs every private-key operation (reconcile first).
+    pub pool: budget::PrivatePool,
+    /// API callers' budgets of private-key operations.
+    pub op_limiter: budget::OpLimiter,
     pub revoked: reconcile::RevokedSet,
     /// True once the key watch has listed the key Secrets.
     pub keys_synced: watch::Sender<bool>,
@@ -59,6 +67,27 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Everything shared, with an empty key registry, from the resolved configuration.
+    pub fn new(client: kube::Client, config: Config, audit: AuditLog) -> Shared {
+        let reporter = Reporter { controller: "gitseal-controller".into(), instance: Some(config.identity.clone()) };
+        let b = &config.budget;
+        Shared {
+            recorder: Recorder::new(client.clone(), reporter),
+            rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
+            pool: budget::PrivatePool::new(b.threads, b.api_queue),
+            op_limiter: budget::OpLimiter::new(b.ops_rate, b.ops_burst, b.per_request),
+            client,
+            registry: Registry::default(),
+            metrics: Metrics::default(),
+            audit,
+            revoked: reconcile::RevokedSet::default(),
+            keys_synced: watch::channel(false).0,
+            watches_pending: AtomicI64::new(0),
+            leading: AtomicBool::new(false),
+            config,
+        }
+    }
+
     /// Ready means: keys listed, a key loaded, and (when leading) every watch synced.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !*self.keys_synced.borrow() {
@@ -99,20 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API (no in-cluster config and no usable KUBECONFIG)")?;
     let audit = AuditLog::open(config.audit_log.as_deref(), &config.identity).context("cannot open the audit log")?;
-    let reporter = Reporter { controller: "gitseal-controller".into(), instance: Some(config.identity.clone()) };
-    let shared = Arc::new(Shared {
-        recorder: Recorder::new(client.clone(), reporter),
-        rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
-        client,
-        registry: Registry::default(),
-        metrics: Metrics::default(),
-        audit,
-        revoked: reconcile::RevokedSet::default(),
-        keys_synced: watch::channel(false).0,
-        watches_pending: AtomicI64::new(0),
-        leading: AtomicBool::new(false),
-        config,
-    });
+    let shared = Arc::new(Shared::new(client, config, audit));
     let mut rec = AuditLog::record("ControllerStarted", AuditOutcome::Success);
     rec.message = Some(format!("namespace {}", shared.config.namespace));
     shared.audit.write(rec);
@@ -127,8 +143,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = tokio::net::TcpListener::bind(shared.config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {}", shared.config.metrics_addr))?;
-    let api_app = http::router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let api_server = axum::serve(api, api_app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let (api_limits, api_app, api_stop) = (shared.config.listener, http::router(shared.clone()), stop_rx.clone());
+    let api_server = async move {
+        serve::serve_plain(api, api_limits, api_app, api_stop).await;
+        Ok::<(), std::io::Error>(())
+    };
     let metrics_server =
         axum::serve(metrics, http::metrics_router(shared.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
     let servers = tokio::spawn(async move {

@@ -28,6 +28,14 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
+/// `caller` is who the work was for (reconcile or api); `outcome` whether the job that spent
+/// them succeeded (`ok`) or not (`failed`: wrong keys, refused, over budget).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrivateOpLabels {
+    pub caller: &'static str,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Endpoint {
     Cert,
@@ -65,7 +73,7 @@ pub struct Metrics {
     pub reconciles: Family<OutcomeLabels, Counter>,
     pub unseal_errors: Family<ReasonLabels, Counter>,
     pub unseal_duration: Histogram,
-    pub private_key_ops: Counter,
+    pub private_key_ops: Family<PrivateOpLabels, Counter>,
     pub keys_loaded: Family<StateLabels, Gauge>,
     pub latest_key_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub reconciles_in_flight: Gauge,
@@ -101,7 +109,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             unseal_errors: Family::default(),
             unseal_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-            private_key_ops: Counter::default(),
+            private_key_ops: Family::default(),
             keys_loaded: Family::default(),
             latest_key_age_seconds: Gauge::default(),
             reconciles_in_flight: Gauge::default(),
@@ -115,6 +123,11 @@ impl Default for Metrics {
         }
         for r in REASONS {
             let _ = m.unseal_errors.get_or_create(&ReasonLabels { reason: r.metric_label() });
+        }
+        for caller in ["reconcile", "api"] {
+            for outcome in ["ok", "failed"] {
+                let _ = m.private_key_ops.get_or_create(&PrivateOpLabels { caller, outcome });
+            }
         }
         for s in ["active", "retired", "revoked"] {
             let _ = m.keys_loaded.get_or_create(&StateLabels { state: s });
@@ -132,7 +145,7 @@ impl Default for Metrics {
         );
         registry.register(
             "private_key_operations",
-            "RSA private-key operations spent on unsealing, wrong keys included",
+            "RSA private-key operations, wrong keys and failed jobs included, by caller class and job outcome",
             m.private_key_ops.clone(),
         );
         registry.register("keys", "Sealing keys loaded, by state", m.keys_loaded.clone());
@@ -173,12 +186,19 @@ impl Metrics {
         ReconcileGuard { metrics: self, start: Instant::now() }
     }
 
-    pub fn record(&self, outcome: Outcome, private_ops: u32) {
+    /// Count one reconcile outcome. Its private operations are counted by the pool that ran
+    /// them ([`Metrics::private_ops`]), failed ones included.
+    pub fn record(&self, outcome: Outcome) {
         self.reconciles.get_or_create(&OutcomeLabels { outcome: outcome_label(outcome) }).inc();
         if let Outcome::Failed(r) = outcome {
             self.unseal_errors.get_or_create(&ReasonLabels { reason: r.metric_label() }).inc();
         }
-        self.private_key_ops.inc_by(u64::from(private_ops));
+    }
+
+    /// Count private-key operations spent for `class` by a job that succeeded or not.
+    pub fn private_ops(&self, class: crate::budget::WorkClass, ok: bool, ops: u64) {
+        let labels = PrivateOpLabels { caller: class.label(), outcome: if ok { "ok" } else { "failed" } };
+        self.private_key_ops.get_or_create(&labels).inc_by(ops);
     }
 
     pub fn api(&self, endpoint: Endpoint, outcome: &'static str) {
@@ -210,9 +230,11 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("gitseal_unseal_errors_total{reason=\"decrypt_failed\"} 0"), "{text}");
         assert!(text.contains("gitseal_reconciles_total{outcome=\"drift_reverted\"} 0"), "{text}");
-        m.record(Outcome::Failed(Reason::KeyRevoked), 3);
+        assert!(text.contains("gitseal_private_key_operations_total{caller=\"api\",outcome=\"failed\"} 0"), "{text}");
+        m.record(Outcome::Failed(Reason::KeyRevoked));
+        m.private_ops(crate::budget::WorkClass::Api, false, 3);
         let text = m.encode();
         assert!(text.contains("gitseal_unseal_errors_total{reason=\"key_revoked\"} 1"), "{text}");
-        assert!(text.contains("gitseal_private_key_operations_total 3"), "{text}");
+        assert!(text.contains("gitseal_private_key_operations_total{caller=\"api\",outcome=\"failed\"} 3"), "{text}");
     }
 }

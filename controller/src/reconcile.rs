@@ -21,6 +21,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use crate::Shared;
 use crate::audit::{AuditLog, now_rfc3339, object_of};
+use crate::budget::WorkClass;
 use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub enum Error {
     Apply(String, #[source] kube::Error),
     #[error("cannot update status of {0}: {1}")]
     Status(String, #[source] kube::Error),
+    #[error("deciding {0} failed in the private-key pool")]
+    Decide(String),
 }
 
 /// Objects whose last reconcile failed with KeyRevoked (for the gauge).
@@ -64,12 +67,27 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     let usable = shared.registry.usable();
     let revoked = shared.registry.revoked_ids();
     let now = now_rfc3339();
-    // RSA private operations are CPU work: keep them off the async worker threads' hot path.
-    let decision = tokio::task::block_in_place(|| {
-        let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
-        decide(&Inputs { ss: &ss, group, keys: &keys, revoked: &revoked, existing: existing.as_ref(), now: &now })
-    });
-    shared.metrics.record(decision.outcome, decision.private_ops);
+    // RSA private operations run in the one private-key pool, where reconciliation goes first
+    // (API floods cannot delay it); the pool counts every operation, failed ones included.
+    let (job_ss, job_existing) = (ss.clone(), existing.clone());
+    let (decision, spent) = shared
+        .pool
+        .run(WorkClass::Reconcile, move || {
+            let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
+            let inputs = Inputs {
+                ss: &job_ss,
+                group,
+                keys: &keys,
+                revoked: &revoked,
+                existing: job_existing.as_ref(),
+                now: &now,
+            };
+            decide(&inputs)
+        })
+        .await
+        .map_err(|_| Error::Decide(format!("{ns}/{name}")))?;
+    shared.metrics.private_ops(WorkClass::Reconcile, !matches!(decision.outcome, Outcome::Failed(_)), spent);
+    shared.metrics.record(decision.outcome);
     let revoked_count =
         shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
     shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));

@@ -36,6 +36,12 @@ pub enum Error {
         .0.join(", ")
     )]
     Undecryptable(Vec<String>),
+    /// Opening a SealedSecret would spend more private-key operations (items × keys tried)
+    /// than the caller allows for one object or request.
+    #[error(
+        "opening this SealedSecret needs more than {limit} private-key operations (items × keys tried); re-seal it with the current certificate, or split it"
+    )]
+    PrivateOpBudget { limit: u32 },
     /// `template.data` is malformed or over a limit that does not depend on any value. Names
     /// the entry and the rule, never a value.
     #[error("{0}")]

@@ -129,13 +129,83 @@ pub fn key_hints(ss: &SealedSecretObject) -> Vec<KeyId> {
         .unwrap_or_default()
 }
 
-/// Open one encrypted item.
-pub fn open_item(keys: &[&DecryptionKey], target: &Target, item: &str, text: &str) -> Result<Opened> {
+/// How many private-key operations (RSA unwraps, wrong keys included) one object or request
+/// may spend, and how many it has spent so far. Work stops before the limit is crossed, and
+/// `spent` is true after a failure too, so callers can count and rate-limit what was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpBudget {
+    pub limit: u32,
+    pub spent: u32,
+}
+
+impl OpBudget {
+    /// The cap [`unseal`] and [`reseal`] apply when the caller names none: generous for a
+    /// real SealedSecret (its items open with the key that opened the previous one), small
+    /// enough that one object cannot hold a CPU for long.
+    pub const DEFAULT_LIMIT: u32 = 1024;
+
+    pub fn new(limit: u32) -> OpBudget {
+        OpBudget { limit, spent: 0 }
+    }
+
+    fn remaining(&self) -> u32 {
+        self.limit.saturating_sub(self.spent)
+    }
+}
+
+impl Default for OpBudget {
+    fn default() -> Self {
+        OpBudget::new(OpBudget::DEFAULT_LIMIT)
+    }
+}
+
+thread_local! {
+    static OPS_ON_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Private-key operations spent by [`open_item`] on this thread since it started, failed ones
+/// included: a worker that runs one job at a time reads it before and after to charge the job.
+pub fn private_ops_on_this_thread() -> u64 {
+    OPS_ON_THREAD.with(std::cell::Cell::get)
+}
+
+/// Open one encrypted item, trying `keys` in order while `budget` lasts. Every operation spent,
+/// on success or failure, is charged to `budget`; when the next key might cross the limit the
+/// item fails with [`Error::PrivateOpBudget`] instead of trying it.
+pub fn open_item(
+    keys: &[&DecryptionKey],
+    target: &Target,
+    item: &str,
+    text: &str,
+    budget: &mut OpBudget,
+) -> Result<Opened> {
     let bytes = decode_base64(text).map_err(|e| match e {
         Error::Base64(d) => Error::Manifest(format!("encryptedData[{item}] is not valid base64 ({d})")),
         other => other,
     })?;
-    value::open(keys, target, &bytes)
+    let mut spent = 0u32;
+    let mut result = Err(Error::DecryptionFailed);
+    for key in keys {
+        // A key costs one operation on a kubeseal value and one per RSA stanza on an age value
+        // (at most the header's stanza count), so the limit is checked before each key.
+        if budget.remaining() == 0 {
+            result = Err(Error::PrivateOpBudget { limit: budget.limit });
+            break;
+        }
+        let before = spent;
+        result = value::open_metered(std::slice::from_ref(key), target, &bytes, &mut spent);
+        let used = spent - before;
+        budget.spent = budget.spent.saturating_add(used);
+        OPS_ON_THREAD.with(|c| c.set(c.get().saturating_add(u64::from(used))));
+        match &result {
+            Err(Error::DecryptionFailed) => continue,
+            _ => break,
+        }
+    }
+    result.map(|mut opened| {
+        opened.private_ops = spent;
+        opened
+    })
 }
 
 /// Every `encryptedData` item, opened.
@@ -145,19 +215,32 @@ struct OpenedItems {
     private_ops: u32,
 }
 
-/// Open every `encryptedData` item with `keys` (already ordered). Items no key opens are
-/// collected into one [`Error::Undecryptable`]; a truncated item is reported by name.
-fn open_items(ss: &SealedSecretObject, keys: &[&DecryptionKey], target: &Target) -> Result<OpenedItems> {
+/// Open every `encryptedData` item with `keys` (already ordered) within `budget`. Stops at the
+/// first item no key opens ([`Error::Undecryptable`] naming it): the rest would only spend
+/// more private operations for the same answer. The key that opened an item is tried first
+/// for the next one, so a real SealedSecret costs about one operation per item.
+fn open_items(
+    ss: &SealedSecretObject,
+    keys: &[&DecryptionKey],
+    target: &Target,
+    budget: &mut OpBudget,
+) -> Result<OpenedItems> {
     let mut out = OpenedItems { values: BTreeMap::new(), key_ids: BTreeSet::new(), private_ops: 0 };
-    let mut failed = Vec::new();
+    let mut order: Vec<&DecryptionKey> = keys.to_vec();
     for (item, text) in &ss.spec.encrypted_data {
-        match open_item(keys, target, item, text) {
+        let before = budget.spent;
+        let result = open_item(&order, target, item, text, budget);
+        out.private_ops = out.private_ops.saturating_add(budget.spent - before);
+        match result {
             Ok(opened) => {
-                out.private_ops += opened.private_ops;
+                if let Some(at) = order.iter().position(|k| k.id() == &opened.key_id) {
+                    let k = order.remove(at);
+                    order.insert(0, k);
+                }
                 out.key_ids.insert(opened.key_id);
                 out.values.insert(item.clone(), opened.plaintext);
             }
-            Err(Error::DecryptionFailed) => failed.push(item.clone()),
+            Err(Error::DecryptionFailed) => return Err(Error::Undecryptable(vec![item.clone()])),
             Err(Error::TooShort { len }) => {
                 return Err(Error::Manifest(format!(
                     "encryptedData[{item}] is truncated ({len} bytes) or not a sealed value"
@@ -165,9 +248,6 @@ fn open_items(ss: &SealedSecretObject, keys: &[&DecryptionKey], target: &Target)
             }
             Err(other) => return Err(other),
         }
-    }
-    if !failed.is_empty() {
-        return Err(Error::Undecryptable(failed));
     }
     Ok(out)
 }
@@ -186,6 +266,12 @@ pub struct Unsealed {
 /// items, never the step. Templates are parsed (and their limits checked) before any key is
 /// used, and rendered against the decrypted values only (see [`crate::template`]).
 pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unsealed> {
+    unseal_within(ss, keys, &mut OpBudget::default())
+}
+
+/// [`unseal`] within the caller's private-operation budget; `budget.spent` says what was spent,
+/// also when it fails.
+pub fn unseal_within(ss: &SealedSecretObject, keys: &[&DecryptionKey], budget: &mut OpBudget) -> Result<Unsealed> {
     let target = target_of(ss)?;
     let template = ss.spec.template.clone().unwrap_or_default();
     let no_templates = BTreeMap::new();
@@ -202,7 +288,7 @@ pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unseal
                 "cannot use the field 'encryptedData' and the deprecated field 'data' at the same time".into(),
             ));
         }
-        let opened = match open_item(&ordered, &target, LEGACY_ITEM, blob) {
+        let opened = match open_item(&ordered, &target, LEGACY_ITEM, blob, budget) {
             Err(Error::DecryptionFailed) => return Err(Error::Undecryptable(vec![LEGACY_ITEM.into()])),
             other => other?,
         };
@@ -210,7 +296,7 @@ pub fn unseal(ss: &SealedSecretObject, keys: &[&DecryptionKey]) -> Result<Unseal
         key_ids.insert(opened.key_id);
         data = legacy_data(&opened.plaintext)?;
     }
-    let items = open_items(ss, &ordered, &target)?;
+    let items = open_items(ss, &ordered, &target, budget)?;
     private_ops += items.private_ops;
     key_ids.extend(items.key_ids);
     data.extend(items.values);
@@ -256,9 +342,19 @@ pub struct Resealed {
 /// same target. The template (including `template.data`) is left as it is, unlike Bitnami's
 /// `/v1/rotate`, which flattens rendered templates into encrypted items.
 pub fn reseal(ss: &SealedSecretObject, keys: &[&DecryptionKey], recipients: &RecipientSet) -> Result<Resealed> {
+    reseal_within(ss, keys, recipients, &mut OpBudget::default())
+}
+
+/// [`reseal`] within the caller's private-operation budget (spent also on failure).
+pub fn reseal_within(
+    ss: &SealedSecretObject,
+    keys: &[&DecryptionKey],
+    recipients: &RecipientSet,
+    budget: &mut OpBudget,
+) -> Result<Resealed> {
     let target = target_of(ss)?;
     let ordered = value::order_by_hints(keys, &key_hints(ss));
-    let items = open_items(ss, &ordered, &target)?;
+    let items = open_items(ss, &ordered, &target, budget)?;
     let mut encrypted_data = BTreeMap::new();
     for (item, plain) in &items.values {
         encrypted_data.insert(item.clone(), encode_base64(&recipients.seal(&target, plain.expose())?));
@@ -270,4 +366,94 @@ pub fn reseal(ss: &SealedSecretObject, keys: &[&DecryptionKey], recipients: &Rec
         key_id_annotation: KeyId::join(recipients.key_ids().cloned()),
         private_ops,
     })
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use crate::types::ApiGroup;
+    use crate::value::Recipient;
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+    use std::sync::OnceLock;
+
+    /// Three 2048-bit keys (pkcs8, spki), generated once per test binary.
+    fn rsa_keys() -> &'static Vec<(Vec<u8>, Vec<u8>)> {
+        static KEYS: OnceLock<Vec<(Vec<u8>, Vec<u8>)>> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            (0..4)
+                .map(|_| {
+                    let k = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+                    (k.as_der().unwrap().as_ref().to_vec(), k.public_key().as_der().unwrap().as_ref().to_vec())
+                })
+                .collect()
+        })
+    }
+
+    fn key(i: usize) -> DecryptionKey {
+        DecryptionKey::from_rsa_pkcs8(&rsa_keys()[i].0, None).unwrap()
+    }
+
+    /// `items` values sealed (kubeseal format, no key-id hint) for key `sealed_for`.
+    fn sealed(items: usize, sealed_for: usize) -> SealedSecretObject {
+        let recipients = RecipientSet::new(vec![Recipient::Rsa(
+            crate::value::RsaPublicKey::from_spki_der(&rsa_keys()[sealed_for].1).unwrap(),
+        )])
+        .unwrap();
+        let target = Target::new(Scope::Strict, Some("app"), Some("db")).unwrap();
+        let encrypted_data = (0..items)
+            .map(|i| (format!("item{i:02}"), encode_base64(&recipients.seal(&target, b"v").unwrap())))
+            .collect();
+        let mut ss = SealedSecretObject::new(
+            "db",
+            &ApiGroup::Gitseal.api_resource(),
+            SealedSecretSpec { template: None, encrypted_data, data: None },
+        );
+        ss.metadata.namespace = Some("app".into());
+        ss
+    }
+
+    #[test]
+    fn unsealing_stops_at_the_first_item_no_key_opens_and_reports_what_it_spent() {
+        let (k0, k1) = (key(0), key(1));
+        let ss = sealed(6, 3);
+        let mut budget = OpBudget::new(100);
+        let before = private_ops_on_this_thread();
+        match unseal_within(&ss, &[&k0, &k1], &mut budget) {
+            Err(Error::Undecryptable(items)) => assert_eq!(items, vec!["item00".to_string()]),
+            other => panic!("expected Undecryptable, got {other:?}"),
+        }
+        assert_eq!(budget.spent, 2, "one item tried with each of two keys, then stop");
+        assert_eq!(private_ops_on_this_thread() - before, 2, "failed operations are counted on the thread too");
+    }
+
+    #[test]
+    fn the_key_that_opened_an_item_is_tried_first_for_the_next() {
+        let (k0, k1, k2) = (key(0), key(1), key(2));
+        let ss = sealed(5, 2);
+        let mut budget = OpBudget::new(100);
+        let u = unseal_within(&ss, &[&k0, &k1, &k2], &mut budget).unwrap();
+        assert_eq!((u.private_ops, budget.spent), (3 + 4, 7), "three for the first item, one for each other");
+        let to = RecipientSet::new(vec![Recipient::Rsa(
+            crate::value::RsaPublicKey::from_spki_der(&rsa_keys()[0].1).unwrap(),
+        )])
+        .unwrap();
+        let r = reseal_within(&ss, &[&k0, &k1, &k2], &to, &mut OpBudget::new(100));
+        assert_eq!(r.unwrap().private_ops, 7);
+    }
+
+    #[test]
+    fn work_beyond_the_budget_is_refused_before_it_is_done() {
+        let (k0, k1, k2) = (key(0), key(1), key(2));
+        let ss = sealed(5, 2);
+        let mut budget = OpBudget::new(4);
+        match unseal_within(&ss, &[&k0, &k1, &k2], &mut budget) {
+            Err(e @ Error::PrivateOpBudget { limit: 4 }) => assert!(e.to_string().contains("more than 4")),
+            other => panic!("expected PrivateOpBudget, got {other:?}"),
+        }
+        assert_eq!(budget.spent, 4, "never more than the limit on kubeseal values");
+        let mut none = OpBudget::new(0);
+        assert!(matches!(unseal_within(&ss, &[&k0], &mut none), Err(Error::PrivateOpBudget { .. })));
+        assert_eq!(none.spent, 0);
+    }
 }

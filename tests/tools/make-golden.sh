@@ -447,23 +447,23 @@ edit() {
 new fail_wrong_namespace
 edit fail_wrong_namespace '.metadata.namespace = "staging" | .spec.template.metadata.namespace = "staging"'
 fail_case fail_wrong_namespace "strict SealedSecret moved to another namespace" \
-  "no key could decrypt items (password, username)"
+  "no key could decrypt item (password)"
 
 new fail_wrong_name
 edit fail_wrong_name '.metadata.name = "db-credentials-copy" | .spec.template.metadata.name = "db-credentials-copy"'
-fail_case fail_wrong_name "strict SealedSecret renamed" "no key could decrypt items (password, username)"
+fail_case fail_wrong_name "strict SealedSecret renamed" "no key could decrypt item (password)"
 
 new fail_scope_widened
 edit fail_scope_widened '.metadata.annotations = {"sealedsecrets.bitnami.com/cluster-wide": "true"}'
 fail_case fail_scope_widened "strict values under a cluster-wide annotation added afterwards (empty label)" \
-  "no key could decrypt items (password, username)"
+  "no key could decrypt item (password)"
 
 new fail_scope_narrowed
 ks --cert "$out/cert.pem" -o json --scope namespace-wide <namespace_wide/input.yaml \
   | jq 'del(.metadata.annotations)' >fail_scope_narrowed/sealed.json
 derived="kubeseal -o json --scope namespace-wide < namespace_wide/input.yaml, edited with jq: del(.metadata.annotations)"
 fail_case fail_scope_narrowed "namespace-wide values whose namespace-wide annotation was removed (now strict)" \
-  "no key could decrypt items (password, username)"
+  "no key could decrypt item (password)"
 
 new fail_truncated_value
 trunc=$(jq -r '.spec.encryptedData.password' "$base" | base64 -d | head -c 300 | base64 -w0)
@@ -501,7 +501,7 @@ openssl req -x509 -newkey rsa:4096 -nodes -keyout "$tmp/other-key.pem" -out fail
 ks --cert fail_other_key/other-cert.pem -o json <strict/input.yaml >fail_other_key/sealed.json
 derived="kubeseal --cert other-cert.pem -o json < strict/input.yaml"
 fail_case fail_other_key "sealed by kubeseal for another RSA-4096 key (other-cert.pem)" \
-  "no key could decrypt items (password, username)"
+  "no key could decrypt item (password)"
 
 new fail_other_key_2048
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/other-key-2048.pem" -out fail_other_key_2048/other-cert.pem \
@@ -509,7 +509,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/other-key-2048.pem" -out
 ks --cert fail_other_key_2048/other-cert.pem -o json <strict/input.yaml >fail_other_key_2048/sealed.json
 derived="kubeseal --cert other-cert.pem -o json < strict/input.yaml"
 fail_case fail_other_key_2048 "sealed by kubeseal for an RSA-2048 key (values start AQA; other-cert.pem)" \
-  "no key could decrypt items (password, username)"
+  "no key could decrypt item (password)"
 
 new fail_data_and_encrypted_data
 edit fail_data_and_encrypted_data ".spec.data = \"$(cat raw_strict/sealed.txt)\""

@@ -32,7 +32,7 @@ async fn renewed_keys_keep_old_secrets_working_and_cost_one_private_op_per_value
         synced(&ns, ApiGroup::Gitseal, "old", "True").await?;
 
         // A new SealedSecret with three values, sealed for the new key: exactly three private ops.
-        let before = g.metric("gitseal_private_key_operations_total").await?;
+        let before = g.metric("gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}").await?;
         gitseal_tests::apply_json(
             &client,
             seal(&second, ns.name(), "new", &[("x", "1"), ("y", "2"), ("z", "3")], ApiGroup::Gitseal),
@@ -40,7 +40,8 @@ async fn renewed_keys_keep_old_secrets_working_and_cost_one_private_op_per_value
         .await?;
         secret_with(&ns, "new", "z", "3").await?;
         synced(&ns, ApiGroup::Gitseal, "new", "True").await?;
-        let spent = g.metric("gitseal_private_key_operations_total").await? - before;
+        let spent =
+            g.metric("gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}").await? - before;
         assert_eq!(spent, 3.0, "one RSA private operation per value");
 
         // Restarting the controller costs no private operation for objects already in sync.
@@ -53,7 +54,7 @@ async fn renewed_keys_keep_old_secrets_working_and_cost_one_private_op_per_value
         })
         .await?;
         assert!(reconciled >= 2.0);
-        assert_eq!(g.metric("gitseal_private_key_operations_total").await?, 0.0);
+        assert_eq!(g.metric("gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}").await?, 0.0);
         Ok::<_, anyhow::Error>(())
     })
     .await??;

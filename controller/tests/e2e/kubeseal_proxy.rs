@@ -279,7 +279,7 @@ async fn kubeseal_validates_and_re_encrypts_more_sealed_secrets_at_once_than_the
     let plane = ControlPlane::shared().await?;
     with_temp_ns(|ns| async move {
         // The defaults: 2 requests a second, bursts of 4, per client (here: the API server's
-        // X-Forwarded-For, i.e. kubeseal's address).
+        // address, the peer; without --trusted-proxies its X-Forwarded-For is not believed).
         let (g, _route) = start_behind_service(plane, &ns, &["--key-renew-period=0"]).await?;
         let secrets: Vec<Value> = (0..6).map(|i| secret(ns.name(), &format!("s{i}"), &format!("v{i}"))).collect();
         let sealed = objects(&kubeseal(plane, ns.name(), &["-o", "json"], &to_stream(&secrets)).await?)?;

@@ -12,6 +12,7 @@
 mod fixture;
 
 mod aggregated;
+mod budget;
 mod compat;
 mod keys;
 mod kubeseal_proxy;

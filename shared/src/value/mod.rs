@@ -251,15 +251,33 @@ pub fn order_by_hints<'k>(keys: &[&'k DecryptionKey], hints: &[KeyId]) -> Vec<&'
 /// Open `value` sealed for `target`, trying `keys` in the order given. Every failure to open
 /// is the same [`Error::DecryptionFailed`]; only structural damage is reported apart.
 pub fn open(keys: &[&DecryptionKey], target: &Target, value: &[u8]) -> Result<Opened> {
+    open_metered(keys, target, value, &mut 0)
+}
+
+/// [`open`], adding the RSA private-key operations it spends to `spent` whether it succeeds or
+/// fails, so a caller can charge failed attempts to a budget too.
+pub fn open_metered(keys: &[&DecryptionKey], target: &Target, value: &[u8], spent: &mut u32) -> Result<Opened> {
     let format = Format::detect(value)?;
     let mut private_ops = 0u32;
+    let result = open_counting(keys, target, value, format, &mut private_ops);
+    *spent = spent.saturating_add(private_ops);
+    result
+}
+
+fn open_counting(
+    keys: &[&DecryptionKey],
+    target: &Target,
+    value: &[u8],
+    format: Format,
+    private_ops: &mut u32,
+) -> Result<Opened> {
     for key in keys {
         let opened = match format {
             Format::Kubeseal => match &key.rsa {
                 Some((rsa, _)) => {
                     let (wrapped, _) = hybrid::split(value)?;
                     if wrapped.len() == rsa.key_size_bytes() {
-                        private_ops += 1;
+                        *private_ops += 1;
                     }
                     hybrid::decrypt(rsa, &target.label(), value)
                 }
@@ -276,12 +294,14 @@ pub fn open(keys: &[&DecryptionKey], target: &Target, value: &[u8]) -> Result<Op
                     ids.push(identity);
                 }
                 let result = multi::open(&ids, target, value);
-                private_ops += ops.get();
+                *private_ops += ops.get();
                 result
             }
         };
         match opened {
-            Ok(plaintext) => return Ok(Opened { plaintext, key_id: key.id().clone(), format, private_ops }),
+            Ok(plaintext) => {
+                return Ok(Opened { plaintext, key_id: key.id().clone(), format, private_ops: *private_ops });
+            }
             Err(Error::DecryptionFailed) => continue,
             Err(other) => return Err(other),
         }

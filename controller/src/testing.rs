@@ -1,0 +1,62 @@
+//! Test fixtures: a [`Shared`] with one loaded key and a Kubernetes client that reaches nothing,
+//! for driving the routers in-process (tower `oneshot`).
+
+use std::sync::Arc;
+
+use clap::Parser as _;
+
+use crate::Shared;
+use crate::audit::AuditLog;
+use crate::config::Cli;
+use crate::registry::{KeyState, LoadedKey};
+
+/// A client whose every request fails: handlers under test must not need the cluster.
+fn offline_client() -> kube::Client {
+    let svc = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+        Err::<http::Response<String>, _>(std::io::Error::other("no cluster in unit tests"))
+    });
+    kube::Client::new(svc, "default")
+}
+
+/// Shared state with one 2048-bit key, the default limits and `extra` flags, auditing to `audit`.
+pub fn shared_with(extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc<Shared> {
+    let mut args = vec!["gitseal-controller", "--namespace", "gitseal-system"];
+    args.extend_from_slice(extra);
+    let config = Cli::try_parse_from(args).expect("test flags parse").run.resolve().expect("test config resolves");
+    let shared = Shared::new(offline_client(), config, AuditLog::to_writer(audit, "test"));
+    let pair =
+        gitseal_keys::generate::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))
+            .expect("key generation");
+    let decryption = pair.decryption_key().expect("decryption key");
+    shared.registry.upsert(LoadedKey {
+        secret_name: "test-key".into(),
+        pair,
+        decryption,
+        state: KeyState::Active,
+        bitnami: false,
+        pending_backup: false,
+        created: None,
+    });
+    Arc::new(shared)
+}
+
+/// Audit lines written to memory, readable while the sink is in use.
+#[derive(Clone, Default)]
+pub struct Lines(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
