@@ -61,13 +61,25 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
     let existing = secrets.get_opt(&name).await.map_err(|e| Error::GetSecret(format!("{ns}/{name}"), e))?;
 
+    let Some(digest_key) = shared.registry.digest_key() else {
+        // The leader loads or makes it right after the key Secrets are listed.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
     let usable = shared.registry.usable();
     let revoked = shared.registry.revoked_ids();
     let now = now_rfc3339();
     // RSA private operations are CPU work: keep them off the async worker threads' hot path.
     let decision = tokio::task::block_in_place(|| {
         let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
-        decide(&Inputs { ss: &ss, group, keys: &keys, revoked: &revoked, existing: existing.as_ref(), now: &now })
+        decide(&Inputs {
+            ss: &ss,
+            group,
+            keys: &keys,
+            revoked: &revoked,
+            existing: existing.as_ref(),
+            digest_key: &digest_key,
+            now: &now,
+        })
     });
     shared.metrics.record(decision.outcome, decision.private_ops);
     let revoked_count =
