@@ -13,6 +13,7 @@ mod fixture;
 
 mod aggregated;
 mod compat;
+mod custody;
 mod keys;
 mod kubeseal_proxy;
 mod leader;
