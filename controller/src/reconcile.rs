@@ -33,6 +33,17 @@ pub enum Error {
     Status(String, #[source] kube::Error),
 }
 
+impl Error {
+    /// Bounded label of `gitseal_reconcile_errors_total` (one of `metrics::RECONCILE_ERRORS`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::GetSecret(..) => "get_secret",
+            Error::Apply(..) => "apply",
+            Error::Status(..) => "status",
+        }
+    }
+}
+
 /// Objects whose last reconcile failed with KeyRevoked (for the gauge).
 #[derive(Debug, Default)]
 pub struct RevokedSet(Mutex<HashSet<String>>);
@@ -81,7 +92,6 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
             now: &now,
         })
     });
-    shared.metrics.record(decision.outcome, decision.private_ops);
     let revoked_count =
         shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
     shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));
@@ -95,11 +105,15 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     }
     match apply_error {
         None => {
+            // Counted once the Secret is really applied: a failed apply is no unseal.
+            shared.metrics.record(decision.outcome, decision.private_ops);
             audit(&shared, &ss, &decision);
             publish(&shared, &ss, group, &decision).await;
             write_status(&shared, &ss, group, &decision).await?;
         }
         Some(e) => {
+            // The keys were used all the same; the failure is counted by error_policy.
+            shared.metrics.private_key_ops.inc_by(u64::from(decision.private_ops));
             let mut rec = AuditLog::record("Unseal", AuditOutcome::Failure);
             rec.object = Some(object_of(&ss));
             rec.reason = Some("ApplyFailed".into());
@@ -154,8 +168,15 @@ async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup,
     let ns = ss.namespace().unwrap_or_default();
     let name = ss.name_any();
     let api: Api<SealedSecretObject> = Api::namespaced_with(shared.client.clone(), &ns, &group.api_resource());
-    let patch = serde_json::json!({ "status": status });
-    match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    // Server-side apply under gitseal's field manager: the status is gitseal's whole (a merge
+    // patch could not drop a stale condition message).
+    let patch = serde_json::json!({
+        "apiVersion": group.api_version(),
+        "kind": gitseal_shared::types::KIND,
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to report on.
         Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
@@ -163,7 +184,8 @@ async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup,
     }
 }
 
-pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, _shared: Arc<Shared>) -> Action {
+pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile_errors.get_or_create(&crate::metrics::ErrorLabels { error: error.metric_label() }).inc();
     tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
