@@ -250,7 +250,20 @@ pub async fn watch_keys(shared: Arc<Shared>) {
     let mut buffer: Vec<LoadedKey> = Vec::new();
     // What the revocation-list Secret holds, as last seen.
     let mut persisted: BTreeSet<KeyId> = BTreeSet::new();
-    while let Some(event) = stream.next().await {
+    // A refused key is looked at again once its NotBefore is within the allowed skew.
+    let mut recheck = tokio::time::interval(Duration::from_secs(30));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = recheck.tick() => {
+                recheck_refused(&shared).await;
+                continue;
+            }
+        };
         match event {
             Ok(watcher::Event::Init) => buffer.clear(),
             Ok(watcher::Event::InitApply(s)) => match classify(&shared, &s) {
@@ -333,6 +346,32 @@ pub async fn watch_keys(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Load refused keys whose certificate has become valid (within the allowed skew).
+async fn recheck_refused(shared: &Shared) {
+    let horizon = OffsetDateTime::now_utc() + shared.config.key_max_clock_skew;
+    let due: Vec<RefusedKey> =
+        shared.registry.refused().into_iter().filter(|r| r.not_before.is_none_or(|nb| nb <= horizon)).collect();
+    if due.is_empty() {
+        return;
+    }
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    for r in due {
+        match api.get_opt(&r.secret_name).await {
+            Ok(Some(s)) => {
+                if let Seen::Key(k) = classify(shared, &s) {
+                    shared.registry.upsert(*k);
+                    if let Some(k) = shared.registry.all().into_iter().find(|k| k.secret_name == r.secret_name) {
+                        audit_loaded(shared, &k, "KeyLoaded");
+                    }
+                }
+            }
+            Ok(None) => shared.registry.unrefuse(&r.secret_name),
+            Err(e) => tracing::warn!(secret = %r.secret_name, error = %e, "cannot re-read a refused key Secret"),
+        }
+    }
+    update_key_metrics(shared);
 }
 
 pub fn update_key_metrics(shared: &Shared) {

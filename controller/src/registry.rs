@@ -82,21 +82,29 @@ impl KeyState {
     }
 
     /// State from a key Secret's labels; `None` when the Secret is not a key we load.
+    ///
+    /// The most restrictive label wins: a Secret Bitnami marked `compromised` is revoked even
+    /// when gitseal's label says otherwise. A Secret with only Bitnami's label is loaded with
+    /// `--bitnami-compat` only (`active`, or `compromised` as revoked).
     pub fn from_labels(labels: Option<&BTreeMap<String, String>>, bitnami_compat: bool) -> Option<KeyState> {
         let labels = labels?;
-        match labels.get(GITSEAL_KEY_LABEL).map(String::as_str) {
-            Some("active") => return Some(KeyState::Active),
-            Some("retired") => return Some(KeyState::Retired),
-            Some("revoked") => return Some(KeyState::Revoked),
-            Some(_) => return None,
-            None => {}
-        }
-        // Written by gitseal's own restore or by hand with both labels: the gitseal label decides
-        // (above); a Secret with only Bitnami's label is Bitnami's.
-        // A Bitnami key: only `active` is loaded, as Bitnami does.
-        match (bitnami_compat, labels.get(BITNAMI_KEY_LABEL).map(String::as_str)) {
-            (true, Some("active")) => Some(KeyState::Active),
+        let bitnami = match labels.get(BITNAMI_KEY_LABEL).map(String::as_str) {
+            Some("active") => Some(KeyState::Active),
+            Some("compromised") => Some(KeyState::Revoked),
             _ => None,
+        };
+        match labels.get(GITSEAL_KEY_LABEL).map(String::as_str) {
+            Some(g) => {
+                let gitseal = match g {
+                    "active" => KeyState::Active,
+                    "retired" => KeyState::Retired,
+                    "revoked" => KeyState::Revoked,
+                    _ => return None,
+                };
+                Some(bitnami.map_or(gitseal, |b| b.max(gitseal)))
+            }
+            None if bitnami_compat => bitnami,
+            None => None,
         }
     }
 }
@@ -434,9 +442,14 @@ mod tests {
         assert_eq!(KeyState::from_labels(Some(&b), false), None);
         assert_eq!(KeyState::from_labels(Some(&b), true), Some(KeyState::Active));
         let c = labels(&[(BITNAMI_KEY_LABEL, "compromised")]);
-        assert_eq!(KeyState::from_labels(Some(&c), true), None);
+        assert_eq!(KeyState::from_labels(Some(&c), true), Some(KeyState::Revoked), "loaded only to stay revoked");
+        assert_eq!(KeyState::from_labels(Some(&c), false), None);
         let g = labels(&[(GITSEAL_KEY_LABEL, "retired"), (BITNAMI_KEY_LABEL, "active")]);
         assert_eq!(KeyState::from_labels(Some(&g), false), Some(KeyState::Retired));
+        let both = labels(&[(GITSEAL_KEY_LABEL, "active"), (BITNAMI_KEY_LABEL, "compromised")]);
+        assert_eq!(KeyState::from_labels(Some(&both), false), Some(KeyState::Revoked), "the stricter label wins");
+        let only_ours = labels(&[(GITSEAL_KEY_LABEL, "active")]);
+        assert_eq!(KeyState::from_labels(Some(&only_ours), true), Some(KeyState::Active));
     }
 
     fn key_secret(name: &str, pair: &KeyPair, state: &str) -> Secret {

@@ -315,21 +315,18 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         });
     }
     let outcome = if drift { Outcome::DriftReverted } else { Outcome::Unsealed };
-    let event = match outcome {
-        Outcome::DriftReverted => EventSpec {
-            warning: true,
-            reason: "DriftReverted",
-            note: "the Secret was changed or deleted outside Git and has been restored".into(),
-        },
-        _ => EventSpec { warning: false, reason: "Unsealed", note: "SealedSecret unsealed successfully".into() },
+    let note = if drift {
+        "the Secret was changed or deleted outside Git and has been restored"
+    } else {
+        "SealedSecret unsealed successfully"
     };
-    debug_assert_eq!(outcome.event_reason(), Some(event.reason));
+    let event = outcome.event_reason().map(|reason| EventSpec { warning: drift, reason, note: note.into() });
     let message = String::new();
     Decision {
         outcome,
         apply: Some(desired),
         status: next_status(ss, true, "Unsealed", &message, Some(&key_ids), inp.now),
-        event: Some(event),
+        event,
         key_ids,
         private_ops,
         message,
@@ -337,11 +334,12 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
 }
 
 fn failed(inp: &Inputs<'_>, reason: Reason, message: String, private_ops: u32) -> Decision {
+    let outcome = Outcome::Failed(reason);
     Decision {
-        outcome: Outcome::Failed(reason),
+        outcome,
         apply: None,
         status: next_status(inp.ss, false, reason.as_str(), &message, None, inp.now),
-        event: Some(EventSpec { warning: true, reason: reason.as_str(), note: message.clone() }),
+        event: outcome.event_reason().map(|r| EventSpec { warning: true, reason: r, note: message.clone() }),
         key_ids: Vec::new(),
         private_ops,
         message,
