@@ -305,4 +305,14 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--key-cutoff-time", "2026-01-02T15:04:05Z"]).unwrap();
         assert!(cli.run.resolve().unwrap().renew.cutoff.is_some());
     }
+
+    #[test]
+    fn backup_recipients_must_be_age_recipients_and_skew_has_a_safe_default() {
+        let r = age::x25519::Identity::generate().to_public().to_string();
+        let c = Cli::try_parse_from(["x", "--backup-recipients", &format!(" {r} ,")]).unwrap().run.resolve().unwrap();
+        assert_eq!(c.backup_recipients, vec![r]);
+        assert_eq!(c.key_max_clock_skew, time::Duration::minutes(5));
+        let err = Cli::try_parse_from(["x", "--backup-recipients", "age1nope"]).unwrap().run.resolve().unwrap_err();
+        assert!(err.to_string().contains("not an age recipient"), "{err}");
+    }
 }
