@@ -39,7 +39,7 @@ pub const RETIRE: Call =
     Call { resource: "keyretirements", kind: "KeyRetirement", verb: "create", role: "gitseal-key-admin" };
 pub const REVOKE: Call =
     Call { resource: "keyrevocations", kind: "KeyRevocation", verb: "create", role: "gitseal-key-admin" };
-pub const BACKUP: Call = Call { resource: "keybackups", kind: "KeyBackup", verb: "create", role: "gitseal-key-admin" };
+pub const BACKUP: Call = Call { resource: "keybackups", kind: "KeyBackup", verb: "create", role: "gitseal-key-backup" };
 pub const LIST_KEYS: Call = Call { resource: "keys", kind: "KeyList", verb: "list", role: "gitseal-key-viewer" };
 
 impl Call {

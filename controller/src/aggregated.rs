@@ -502,6 +502,7 @@ async fn key_operation(
         Err(e @ KeyOpError::NotFound(_)) => status(StatusCode::NOT_FOUND, "NotFound", &e.to_string()),
         Err(e @ KeyOpError::BadRequest(_)) => status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
         Err(e @ KeyOpError::Conflict(_)) => status(StatusCode::CONFLICT, "Conflict", &e.to_string()),
+        Err(e @ KeyOpError::Forbidden(_)) => status(StatusCode::FORBIDDEN, "Forbidden", &e.to_string()),
         Err(e @ KeyOpError::Failed(_)) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()),
     }
 }

@@ -74,6 +74,14 @@ pub struct RunArgs {
     /// contains it (Bitnami #359); `keys list` shows it as pending-backup.
     #[arg(long, env = "GITSEAL_REQUIRE_KEY_BACKUP")]
     pub require_key_backup: bool,
+    /// Key Secrets whose certificate starts later than now plus this skew are refused (not
+    /// loaded, not served, reported by Event, audit record and gitseal_keys{state="refused"}).
+    #[arg(long, env = "GITSEAL_KEY_MAX_CLOCK_SKEW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub key_max_clock_skew: Duration,
+    /// Only these age recipients (comma-separated age1…) may receive key backups; a backup to
+    /// any other is refused and audited. Empty: any recipient the caller names.
+    #[arg(long, env = "GITSEAL_BACKUP_RECIPIENTS", value_delimiter = ',')]
+    pub backup_recipients: Vec<String>,
     /// Concurrent reconciles (each may spend RSA private operations).
     #[arg(long, env = "GITSEAL_WORKERS", default_value_t = 4)]
     pub workers: u16,
@@ -234,6 +242,9 @@ pub struct Config {
     pub my_cn: String,
     pub renew: RenewPolicy,
     pub require_key_backup: bool,
+    pub key_max_clock_skew: time::Duration,
+    /// Allowed backup recipients (age1…, validated); empty = any.
+    pub backup_recipients: Vec<String>,
     pub workers: u16,
     pub listen_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -301,6 +312,9 @@ impl RunArgs {
             my_cn: self.my_cn,
             renew: RenewPolicy { period, cutoff },
             require_key_backup: self.require_key_backup,
+            key_max_clock_skew: time::Duration::try_from(self.key_max_clock_skew)
+                .context("--key-max-clock-skew is too large")?,
+            backup_recipients: backup_recipients(self.backup_recipients)?,
             workers: self.workers,
             listen_addr: self.listen_addr,
             metrics_addr: self.metrics_addr,
@@ -345,6 +359,20 @@ impl RunArgs {
     }
 }
 
+/// `--backup-recipients`: each an age X25519 recipient, normalised.
+fn backup_recipients(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+    use std::str::FromStr as _;
+    given
+        .into_iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .map(|r| match age::x25519::Recipient::from_str(&r) {
+            Ok(parsed) => Ok(parsed.to_string()),
+            Err(_) => bail!("--backup-recipients: {r:?} is not an age recipient (age1…)"),
+        })
+        .collect()
+}
+
 /// RFC 3339, or RFC 1123Z as Bitnami's `--key-cutoff-time` takes (`date -R`).
 fn parse_time(s: &str) -> anyhow::Result<OffsetDateTime> {
     use time::format_description::well_known::{Rfc2822, Rfc3339};
@@ -387,5 +415,15 @@ mod tests {
         assert!(c.renew.cutoff.is_some());
         let cli = Cli::try_parse_from(["x", "--key-cutoff-time", "2026-01-02T15:04:05Z"]).unwrap();
         assert!(cli.run.resolve().unwrap().renew.cutoff.is_some());
+    }
+
+    #[test]
+    fn backup_recipients_must_be_age_recipients_and_skew_has_a_safe_default() {
+        let r = age::x25519::Identity::generate().to_public().to_string();
+        let c = Cli::try_parse_from(["x", "--backup-recipients", &format!(" {r} ,")]).unwrap().run.resolve().unwrap();
+        assert_eq!(c.backup_recipients, vec![r]);
+        assert_eq!(c.key_max_clock_skew, time::Duration::minutes(5));
+        let err = Cli::try_parse_from(["x", "--backup-recipients", "age1nope"]).unwrap().run.resolve().unwrap_err();
+        assert!(err.to_string().contains("not an age recipient"), "{err}");
     }
 }

@@ -27,6 +27,37 @@ pub enum KeyOpError {
     Conflict(String),
     #[error("{0}")]
     Failed(String),
+    /// Refused by the controller's configuration (e.g. a backup recipient not allowed).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// The Secrets a backup carries besides the keys: the digest key (so a restored cluster does
+/// not re-verify every Secret) and the revocation list (so a restore into an empty cluster
+/// keeps revoked keys revoked; `gitseal keys restore` merges it with the cluster's).
+fn backup_extras(shared: &Shared) -> Vec<Value> {
+    use crate::registry::{
+        DIGEST_KEY_ITEM, DIGEST_KEY_LABEL_VALUE, DIGEST_KEY_SECRET, REVOCATION_LIST_ITEM, REVOCATION_LIST_LABEL_VALUE,
+        REVOCATION_LIST_SECRET, format_revocation_list,
+    };
+    let b64 = gitseal_shared::value::encode_base64;
+    let secret = |name: &str, label: &str, item: &str, bytes: &[u8]| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": shared.config.namespace, "labels": {GITSEAL_KEY_LABEL: label}},
+            "data": {item: b64(bytes)},
+        })
+    };
+    let mut extras = Vec::new();
+    if let Some(k) = shared.registry.digest_key() {
+        extras.push(secret(DIGEST_KEY_SECRET, DIGEST_KEY_LABEL_VALUE, DIGEST_KEY_ITEM, k.bytes()));
+    }
+    let revoked = shared.registry.revocation_list();
+    if !revoked.is_empty() {
+        let text = format_revocation_list(&revoked);
+        extras.push(secret(REVOCATION_LIST_SECRET, REVOCATION_LIST_LABEL_VALUE, REVOCATION_LIST_ITEM, text.as_bytes()));
+    }
+    extras
 }
 
 fn audit(shared: &Shared, action: &str, caller: &Caller, key_id: Option<String>, result: &Result<(), String>) {
@@ -88,6 +119,18 @@ pub async fn set_state(shared: &Shared, caller: &Caller, key_id: &str, state: Ke
     if key.state == KeyState::Revoked && state != KeyState::Revoked {
         return Err(KeyOpError::Conflict(format!("key {key_id} is revoked; a revoked key never comes back")));
     }
+    if state == KeyState::Revoked {
+        // The revocation list first: once it holds the id, no label, deletion or restore of the
+        // key Secret brings the key back.
+        shared.registry.revoke_ids(key.decryption.ids().cloned());
+        if let Err(e) = crate::keys::persist_revocations(shared).await {
+            let result = Err(format!("cannot write the revocation list: {e}"));
+            audit(shared, action, caller, Some(key.id().to_string()), &result);
+            return Err(KeyOpError::Failed(
+                "cannot write the revocation list; the key is revoked in this replica only: retry".into(),
+            ));
+        }
+    }
     let bitnami_value = if state == KeyState::Revoked { "compromised" } else { "active" };
     let patch = json!({"metadata": {"labels": {GITSEAL_KEY_LABEL: state.as_str(), BITNAMI_KEY_LABEL: bitnami_value}}});
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
@@ -114,6 +157,20 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
                 .map_err(|_| KeyOpError::BadRequest(format!("not an age recipient: {r}")))
         })
         .collect::<Result<_, _>>()?;
+    let allowed = &shared.config.backup_recipients;
+    if !allowed.is_empty() {
+        let foreign: Vec<String> = parsed.iter().map(ToString::to_string).filter(|r| !allowed.contains(r)).collect();
+        if !foreign.is_empty() {
+            let message =
+                format!("recipient(s) {} not in the controller's --backup-recipients allow-list", foreign.join(", "));
+            let mut rec = AuditLog::record("KeyBackup", AuditOutcome::Failure);
+            rec.caller = Some(caller.clone());
+            rec.reason = Some("RecipientNotAllowed".into());
+            rec.message = Some(message.clone());
+            shared.audit.write(rec);
+            return Err(KeyOpError::Forbidden(format!("{message}: no backup made")));
+        }
+    }
     let keys = shared.registry.all();
     if keys.is_empty() {
         return Err(KeyOpError::Conflict("no key to back up yet".into()));
@@ -135,6 +192,7 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
             "data": data,
         }));
     }
+    items.extend(backup_extras(shared));
     let list = zeroize::Zeroizing::new(
         gitseal_shared::manifest::to_yaml(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
             .map_err(|e| KeyOpError::Failed(e.to_string()))?,

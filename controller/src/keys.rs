@@ -1,6 +1,7 @@
 //! Key lifecycle in the cluster: load key Secrets through a watch, generate keys, renew them
 //! on schedule. Only the leader generates; every replica loads (standbys serve the certificate).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,33 +13,118 @@ use gitseal_shared::audit::Outcome as AuditOutcome;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::Resource as _;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use time::OffsetDateTime;
 
 use crate::Shared;
 use crate::audit::AuditLog;
-use crate::registry::{BITNAMI_KEY_LABEL, GITSEAL_KEY_LABEL, KeyState, LoadedKey};
+use crate::decide::DigestKey;
+use crate::registry::{
+    BITNAMI_KEY_LABEL, DIGEST_KEY_ITEM, DIGEST_KEY_LABEL_VALUE, DIGEST_KEY_SECRET, GITSEAL_KEY_LABEL, KeyState,
+    LoadedKey, REVOCATION_LIST_ITEM, REVOCATION_LIST_LABEL_VALUE, REVOCATION_LIST_SECRET, RefusedKey,
+    format_revocation_list, parse_revocation_list,
+};
 
-/// The label selector of the key watch.
-pub fn key_selector(bitnami_compat: bool) -> String {
-    if bitnami_compat { BITNAMI_KEY_LABEL.to_string() } else { GITSEAL_KEY_LABEL.to_string() }
+/// The label selector of the key watch: gitseal's label; none with `--bitnami-compat`, where a
+/// key Secret may carry either label (or both) and a selector cannot say "either" — the
+/// controller namespace is then read whole and filtered here.
+pub fn key_selector(bitnami_compat: bool) -> Option<String> {
+    (!bitnami_compat).then(|| GITSEAL_KEY_LABEL.to_string())
 }
 
-fn load(shared: &Shared, secret: &Secret) -> Option<LoadedKey> {
+/// What a Secret of the controller namespace is to the key watch.
+enum Seen {
+    Key(Box<LoadedKey>),
+    RevocationList(Vec<KeyId>),
+    /// Not a key (or a refused one): not in the registry.
+    Other,
+}
+
+fn label_value<'a>(secret: &'a Secret, label: &str) -> Option<&'a str> {
+    secret.metadata.labels.as_ref().and_then(|l| l.get(label)).map(String::as_str)
+}
+
+fn classify(shared: &Shared, secret: &Secret) -> Seen {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    let state = KeyState::from_labels(secret.metadata.labels.as_ref(), shared.config.bitnami_compat)?;
-    match LoadedKey::from_secret(secret, state) {
-        Ok(k) => Some(k),
+    // Only the controller namespace holds keys; a Secret gitseal produced is never one.
+    if secret.metadata.namespace.as_deref() != Some(shared.config.namespace.as_str())
+        || label_value(secret, crate::decide::MANAGED_LABEL).is_some()
+    {
+        return Seen::Other;
+    }
+    let item = |k: &str| secret.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.as_slice());
+    match label_value(secret, GITSEAL_KEY_LABEL) {
+        Some(REVOCATION_LIST_LABEL_VALUE) if name == REVOCATION_LIST_SECRET => {
+            return Seen::RevocationList(parse_revocation_list(item(REVOCATION_LIST_ITEM).unwrap_or_default()));
+        }
+        Some(DIGEST_KEY_LABEL_VALUE) if name == DIGEST_KEY_SECRET => {
+            match item(DIGEST_KEY_ITEM).map(DigestKey::from_bytes) {
+                Some(Ok(k)) => shared.registry.set_digest_key(k),
+                Some(Err(e)) => tracing::warn!(secret = %name, error = %e, "ignoring a malformed digest key"),
+                None => tracing::warn!(secret = %name, "the digest-key Secret holds no {DIGEST_KEY_ITEM}"),
+            }
+            return Seen::Other;
+        }
+        _ => {}
+    }
+    let Some(state) = KeyState::from_labels(secret.metadata.labels.as_ref(), shared.config.bitnami_compat) else {
+        return Seen::Other;
+    };
+    let key = match LoadedKey::from_secret(secret, state) {
+        Ok(k) => k,
         Err(problem) => {
             tracing::warn!(secret = %name, %problem, "skipping malformed key Secret");
             let mut rec = AuditLog::record("KeyLoad", AuditOutcome::Failure);
             rec.reason = Some("MalformedKeySecret".into());
             rec.message = Some(problem);
             shared.audit.write(rec);
-            None
+            return Seen::Other;
         }
+    };
+    let horizon = OffsetDateTime::now_utc() + shared.config.key_max_clock_skew;
+    if let Some(nb) = key.not_before().filter(|nb| *nb > horizon) {
+        let refused = RefusedKey { secret_name: name.clone(), key_id: key.id().clone(), not_before: Some(nb) };
+        let known = shared.registry.refused().contains(&refused);
+        shared.registry.refuse(refused);
+        if !known {
+            report_refused(shared, secret, &key, nb);
+        }
+        return Seen::Other;
     }
+    Seen::Key(Box::new(key))
+}
+
+/// A key whose certificate starts beyond the allowed clock skew: audit, Event, log. The
+/// metric (`gitseal_keys{state="refused"}`) follows from the registry.
+fn report_refused(shared: &Shared, secret: &Secret, key: &LoadedKey, not_before: OffsetDateTime) {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let when = gitseal_keys::cert::fmt_time(not_before);
+    let message = format!(
+        "key Secret {name} is refused: its certificate is valid only from {when}, beyond the allowed clock skew; it is neither loaded nor served"
+    );
+    tracing::warn!(secret = %name, key_id = %key.id(), not_before = %when, "refusing a key that is not valid yet");
+    let mut rec = AuditLog::record("KeyRefused", AuditOutcome::Failure);
+    rec.key_id = Some(key.id().to_string());
+    rec.reason = Some("NotYetValid".into());
+    rec.message = Some(message.clone());
+    shared.audit.write(rec);
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "KeyRefused".into(),
+        note: Some(message),
+        action: "LoadKey".into(),
+        secondary: None,
+    };
+    let reference = secret.object_ref(&());
+    let recorder = shared.recorder.clone();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "cannot publish the KeyRefused event");
+        }
+    });
 }
 
 fn audit_loaded(shared: &Shared, key: &LoadedKey, action: &str) {
@@ -48,16 +134,146 @@ fn audit_loaded(shared: &Shared, key: &LoadedKey, action: &str) {
     shared.audit.write(rec);
 }
 
+/// Make the revocation-list Secret hold every id the registry knows revoked (union with what it
+/// holds: the list never shrinks). Returns what it holds afterwards.
+pub async fn persist_revocations(shared: &Shared) -> Result<BTreeSet<KeyId>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    for _ in 0..5 {
+        let current = api.get_opt(REVOCATION_LIST_SECRET).await?;
+        let mut ids = shared.registry.revocation_list();
+        let listed: BTreeSet<KeyId> = current
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(REVOCATION_LIST_ITEM))
+            .map(|b| parse_revocation_list(&b.0).into_iter().collect())
+            .unwrap_or_default();
+        if ids.is_subset(&listed) {
+            return Ok(listed);
+        }
+        ids.extend(listed);
+        let data = [(REVOCATION_LIST_ITEM.to_string(), ByteString(format_revocation_list(&ids).into_bytes()))].into();
+        let labels = [(GITSEAL_KEY_LABEL.to_string(), REVOCATION_LIST_LABEL_VALUE.to_string())].into();
+        let result = match current {
+            Some(mut s) => {
+                s.data = Some(data);
+                s.metadata.labels.get_or_insert_default().extend(labels);
+                api.replace(REVOCATION_LIST_SECRET, &PostParams::default(), &s).await
+            }
+            None => {
+                let s = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(REVOCATION_LIST_SECRET.into()),
+                        namespace: Some(shared.config.namespace.clone()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    },
+                    type_: Some("Opaque".into()),
+                    data: Some(data),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &s).await
+            }
+        };
+        match result {
+            Ok(_) => return Ok(ids),
+            // Written meanwhile (another replica): read again and merge.
+            Err(kube::Error::Api(ae)) if ae.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(BTreeSet::new())
+}
+
+/// Load the digest key, or make and store one when the controller namespace has none yet.
+pub async fn ensure_digest_key(shared: &Shared) -> anyhow::Result<()> {
+    if shared.registry.digest_key().is_some() {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    if let Some(s) = api.get_opt(DIGEST_KEY_SECRET).await.context("cannot read the digest-key Secret")? {
+        let bytes = s.data.as_ref().and_then(|d| d.get(DIGEST_KEY_ITEM)).map(|b| b.0.clone()).unwrap_or_default();
+        shared.registry.set_digest_key(DigestKey::from_bytes(&bytes).context("the digest-key Secret is malformed")?);
+        return Ok(());
+    }
+    let key = DigestKey::generate().map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    match api.create(&PostParams::default(), &digest_key_secret(shared, &key)).await {
+        Ok(_) => {
+            let mut rec = AuditLog::record("DigestKeyGenerated", AuditOutcome::Success);
+            rec.message = Some(format!("digest key {} in Secret {DIGEST_KEY_SECRET}", key.id()));
+            shared.audit.write(rec);
+            shared.registry.set_digest_key(key);
+            Ok(())
+        }
+        // Another replica made it first: use that one.
+        Err(kube::Error::Api(ae)) if ae.code == 409 => Box::pin(ensure_digest_key(shared)).await,
+        Err(e) => Err(e).context("cannot store the digest-key Secret"),
+    }
+}
+
+fn digest_key_secret(shared: &Shared, key: &DigestKey) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(DIGEST_KEY_SECRET.into()),
+            namespace: Some(shared.config.namespace.clone()),
+            labels: Some([(GITSEAL_KEY_LABEL.to_string(), DIGEST_KEY_LABEL_VALUE.to_string())].into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some([(DIGEST_KEY_ITEM.to_string(), ByteString(key.bytes().to_vec()))].into()),
+        ..Default::default()
+    }
+}
+
+/// Replace the digest key (with a key renewal). Every produced Secret then costs one
+/// re-verification: its annotation was made under the old key.
+async fn rotate_digest_key(shared: &Shared) -> anyhow::Result<()> {
+    let key = DigestKey::generate().map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    let pp = PatchParams::apply(crate::decide::FIELD_MANAGER).force();
+    api.patch(DIGEST_KEY_SECRET, &pp, &Patch::Apply(&digest_key_secret(shared, &key)))
+        .await
+        .context("cannot rotate the digest key")?;
+    let mut rec = AuditLog::record("DigestKeyRotated", AuditOutcome::Success);
+    rec.message = Some(format!("digest key {} in Secret {DIGEST_KEY_SECRET}", key.id()));
+    shared.audit.write(rec);
+    shared.registry.set_digest_key(key);
+    Ok(())
+}
+
 /// Keep the registry equal to the key Secrets of the controller namespace, forever.
 pub async fn watch_keys(shared: Arc<Shared>) {
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
-    let wc = watcher::Config::default().labels(&key_selector(shared.config.bitnami_compat));
+    let mut wc = watcher::Config::default();
+    if let Some(selector) = key_selector(shared.config.bitnami_compat) {
+        wc = wc.labels(&selector);
+    }
     let mut stream = watcher(api, wc).boxed();
     let mut buffer: Vec<LoadedKey> = Vec::new();
-    while let Some(event) = stream.next().await {
+    // What the revocation-list Secret holds, as last seen.
+    let mut persisted: BTreeSet<KeyId> = BTreeSet::new();
+    // A refused key is looked at again once its NotBefore is within the allowed skew.
+    let mut recheck = tokio::time::interval(Duration::from_secs(30));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = recheck.tick() => {
+                recheck_refused(&shared).await;
+                continue;
+            }
+        };
         match event {
             Ok(watcher::Event::Init) => buffer.clear(),
-            Ok(watcher::Event::InitApply(s)) => buffer.extend(load(&shared, &s)),
+            Ok(watcher::Event::InitApply(s)) => match classify(&shared, &s) {
+                Seen::Key(k) => buffer.push(*k),
+                Seen::RevocationList(ids) => {
+                    persisted.extend(ids.iter().cloned());
+                    shared.registry.revoke_ids(ids);
+                }
+                Seen::Other => {}
+            },
             Ok(watcher::Event::InitDone) => {
                 for k in &buffer {
                     audit_loaded(&shared, k, "KeyLoaded");
@@ -75,9 +291,9 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                     .as_ref()
                     .and_then(|a| a.get(crate::registry::RESTORED_BY_ANNOTATION))
                     .cloned();
-                match load(&shared, &s) {
-                    Some(k) => {
-                        let change = shared.registry.upsert(k);
+                match classify(&shared, &s) {
+                    Seen::Key(k) => {
+                        let change = shared.registry.upsert(*k);
                         if let (crate::registry::Change::Added(id), Some(who)) = (&change, &restored_by) {
                             let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
                             rec.key_id = Some(id.to_string());
@@ -92,16 +308,24 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                             audit_loaded(&shared, &k, "KeyLoaded");
                         }
                     }
-                    None => {
+                    Seen::RevocationList(ids) => {
+                        persisted = ids.iter().cloned().collect();
+                        shared.registry.revoke_ids(ids);
+                    }
+                    Seen::Other => {
                         shared.registry.remove(&name);
                     }
                 }
                 update_key_metrics(&shared);
             }
             Ok(watcher::Event::Delete(s)) => {
-                if let crate::registry::Change::Removed(id) =
-                    shared.registry.remove(&s.metadata.name.unwrap_or_default())
-                {
+                let name = s.metadata.name.unwrap_or_default();
+                shared.registry.unrefuse(&name);
+                if name == REVOCATION_LIST_SECRET {
+                    // Deleted: written again from memory below.
+                    persisted.clear();
+                }
+                if let crate::registry::Change::Removed(id) = shared.registry.remove(&name) {
                     let mut rec = AuditLog::record("KeyRemoved", AuditOutcome::Success);
                     rec.key_id = Some(id.to_string());
                     shared.audit.write(rec);
@@ -113,7 +337,41 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
+        // Revoked ids known here but not in the list Secret (a key labelled revoked by hand or
+        // by an older version, a deleted list): write them down.
+        if *shared.keys_synced.borrow() && !shared.registry.revocation_list().is_subset(&persisted) {
+            match persist_revocations(&shared).await {
+                Ok(now_listed) => persisted = now_listed,
+                Err(e) => tracing::warn!(error = %e, "cannot write the revocation list; retrying on the next change"),
+            }
+        }
     }
+}
+
+/// Load refused keys whose certificate has become valid (within the allowed skew).
+async fn recheck_refused(shared: &Shared) {
+    let horizon = OffsetDateTime::now_utc() + shared.config.key_max_clock_skew;
+    let due: Vec<RefusedKey> =
+        shared.registry.refused().into_iter().filter(|r| r.not_before.is_none_or(|nb| nb <= horizon)).collect();
+    if due.is_empty() {
+        return;
+    }
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    for r in due {
+        match api.get_opt(&r.secret_name).await {
+            Ok(Some(s)) => {
+                if let Seen::Key(k) = classify(shared, &s) {
+                    shared.registry.upsert(*k);
+                    if let Some(k) = shared.registry.all().into_iter().find(|k| k.secret_name == r.secret_name) {
+                        audit_loaded(shared, &k, "KeyLoaded");
+                    }
+                }
+            }
+            Ok(None) => shared.registry.unrefuse(&r.secret_name),
+            Err(e) => tracing::warn!(secret = %r.secret_name, error = %e, "cannot re-read a refused key Secret"),
+        }
+    }
+    update_key_metrics(shared);
 }
 
 pub fn update_key_metrics(shared: &Shared) {
@@ -126,6 +384,12 @@ pub fn update_key_metrics(shared: &Shared) {
             .get_or_create(&crate::metrics::StateLabels { state: state.as_str() })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    let refused = shared.registry.refused().len();
+    shared
+        .metrics
+        .keys_loaded
+        .get_or_create(&crate::metrics::StateLabels { state: "refused" })
+        .set(i64::try_from(refused).unwrap_or(i64::MAX));
     if let Some(nb) = shared.registry.latest_not_before() {
         shared.metrics.latest_key_age_seconds.set((OffsetDateTime::now_utc() - nb).as_seconds_f64());
     }
@@ -155,7 +419,8 @@ pub async fn generate(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     // Only a renewal waits for a backup: the very first key has nothing to stand in for it.
-    let pending_backup = cfg.require_key_backup && shared.registry.latest().is_some();
+    let renewal = shared.registry.latest().is_some();
+    let pending_backup = cfg.require_key_backup && renewal;
     let annotations =
         pending_backup.then(|| [(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string())].into());
     let secret = Secret {
@@ -202,6 +467,10 @@ pub async fn generate(
     rec.caller = caller;
     shared.audit.write(rec);
     tracing::info!(key_id = %id, secret = %name, reason = why, "generated a sealing key");
+    // The digest key is rotated with the sealing keys (one re-verification per SealedSecret).
+    if renewal && let Err(e) = rotate_digest_key(shared).await {
+        tracing::warn!(error = %format!("{e:#}"), "digest key not rotated; keeping the current one");
+    }
     Ok(id)
 }
 
@@ -209,6 +478,10 @@ pub async fn generate(
 pub async fn renewal_loop(shared: Arc<Shared>) {
     let mut synced = shared.keys_synced.subscribe();
     let _ = synced.wait_for(|s| *s).await;
+    while let Err(e) = ensure_digest_key(&shared).await {
+        tracing::error!(error = %format!("{e:#}"), "no digest key; retrying in 5s");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
     let mut changes = shared.registry.subscribe();
     loop {
         let now = OffsetDateTime::now_utc();

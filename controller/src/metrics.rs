@@ -36,6 +36,11 @@ pub struct PrivateOpLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: &'static str,
+}
+
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Endpoint {
     Cert,
@@ -80,6 +85,8 @@ pub struct Metrics {
     pub revoked_sealed_secrets: Gauge,
     pub api_requests: Family<ApiLabels, Counter>,
     pub leader: Gauge,
+    /// Reconciles that ended in an API error and are retried (`error_policy`), by step.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
 
 pub const OUTCOMES: [&str; 4] = ["in_sync", "unsealed", "drift_reverted", "failed"];
@@ -92,6 +99,9 @@ pub const REASONS: [Reason; 7] = [
     Reason::SecretImmutable,
     Reason::NoKeys,
 ];
+
+/// Label values of `reconcile_errors` (see `reconcile::Error::metric_label`).
+pub const RECONCILE_ERRORS: [&str; 4] = ["get_secret", "apply", "status", "decide"];
 
 pub fn outcome_label(o: Outcome) -> &'static str {
     match o {
@@ -116,6 +126,7 @@ impl Default for Metrics {
             revoked_sealed_secrets: Gauge::default(),
             api_requests: Family::default(),
             leader: Gauge::default(),
+            reconcile_errors: Family::default(),
             registry: Registry::default(),
         };
         for o in OUTCOMES {
@@ -166,6 +177,14 @@ impl Default for Metrics {
         );
         registry.register("api_requests", "HTTP API requests by endpoint and outcome", m.api_requests.clone());
         registry.register("leader", "1 when this replica holds the leader Lease", m.leader.clone());
+        for e in RECONCILE_ERRORS {
+            let _ = m.reconcile_errors.get_or_create(&ErrorLabels { error: e });
+        }
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed on the Kubernetes API and are retried, by step",
+            m.reconcile_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -230,6 +249,7 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("gitseal_unseal_errors_total{reason=\"decrypt_failed\"} 0"), "{text}");
         assert!(text.contains("gitseal_reconciles_total{outcome=\"drift_reverted\"} 0"), "{text}");
+        assert!(text.contains("gitseal_reconcile_errors_total{error=\"apply\"} 0"), "{text}");
         assert!(text.contains("gitseal_private_key_operations_total{caller=\"api\",outcome=\"failed\"} 0"), "{text}");
         m.record(Outcome::Failed(Reason::KeyRevoked));
         m.private_ops(crate::budget::WorkClass::Api, false, 3);

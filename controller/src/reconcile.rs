@@ -36,6 +36,18 @@ pub enum Error {
     Decide(String),
 }
 
+impl Error {
+    /// Bounded label of `gitseal_reconcile_errors_total` (one of `metrics::RECONCILE_ERRORS`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::GetSecret(..) => "get_secret",
+            Error::Apply(..) => "apply",
+            Error::Status(..) => "status",
+            Error::Decide(..) => "decide",
+        }
+    }
+}
+
 /// Objects whose last reconcile failed with KeyRevoked (for the gauge).
 #[derive(Debug, Default)]
 pub struct RevokedSet(Mutex<HashSet<String>>);
@@ -64,6 +76,10 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     let secrets: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
     let existing = secrets.get_opt(&name).await.map_err(|e| Error::GetSecret(format!("{ns}/{name}"), e))?;
 
+    let Some(digest_key) = shared.registry.digest_key() else {
+        // The leader loads or makes it right after the key Secrets are listed.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
     let usable = shared.registry.usable();
     let revoked = shared.registry.revoked_ids();
     let now = now_rfc3339();
@@ -80,6 +96,7 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
                 keys: &keys,
                 revoked: &revoked,
                 existing: job_existing.as_ref(),
+                digest_key: &digest_key,
                 now: &now,
             };
             decide(&inputs)
@@ -87,7 +104,6 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
         .await
         .map_err(|_| Error::Decide(format!("{ns}/{name}")))?;
     shared.metrics.private_ops(WorkClass::Reconcile, !matches!(decision.outcome, Outcome::Failed(_)), spent);
-    shared.metrics.record(decision.outcome);
     let revoked_count =
         shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
     shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));
@@ -101,11 +117,14 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     }
     match apply_error {
         None => {
+            // Counted once the Secret is really applied: a failed apply is no unseal.
+            shared.metrics.record(decision.outcome);
             audit(&shared, &ss, &decision);
             publish(&shared, &ss, group, &decision).await;
             write_status(&shared, &ss, group, &decision).await?;
         }
         Some(e) => {
+            // The pool counted the keys' work already; the failure is counted by error_policy.
             let mut rec = AuditLog::record("Unseal", AuditOutcome::Failure);
             rec.object = Some(object_of(&ss));
             rec.reason = Some("ApplyFailed".into());
@@ -160,8 +179,15 @@ async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup,
     let ns = ss.namespace().unwrap_or_default();
     let name = ss.name_any();
     let api: Api<SealedSecretObject> = Api::namespaced_with(shared.client.clone(), &ns, &group.api_resource());
-    let patch = serde_json::json!({ "status": status });
-    match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    // Server-side apply under gitseal's field manager: the status is gitseal's whole (a merge
+    // patch could not drop a stale condition message).
+    let patch = serde_json::json!({
+        "apiVersion": group.api_version(),
+        "kind": gitseal_shared::types::KIND,
+        "status": status,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch_status(&name, &pp, &Patch::Apply(&patch)).await {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to report on.
         Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
@@ -169,7 +195,8 @@ async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup,
     }
 }
 
-pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, _shared: Arc<Shared>) -> Action {
+pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>) -> Action {
+    shared.metrics.reconcile_errors.get_or_create(&crate::metrics::ErrorLabels { error: error.metric_label() }).inc();
     tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }

@@ -6,8 +6,17 @@
 //! gitseal's `age.key`, and carry both labels: `gitseal.dev/key=<state>` and
 //! `sealedsecrets.bitnami.com/sealed-secrets-key=active|compromised`, so a backup restores
 //! into either controller.
+//!
+//! Revocation is sticky: the ids of revoked keys are also kept in a revocation-list Secret
+//! ([`REVOCATION_LIST_SECRET`]) that the controller writes on revoke and never shrinks, and in
+//! memory for the life of the process. A key whose id is on the list is revoked whatever its
+//! own Secret's labels say, so deleting the revoked Secret and restoring an old backup cannot
+//! bring it back; when several Secrets hold the same key, the most restrictive state wins.
+//!
+//! The registry also holds the digest key of the keyed Secret digests
+//! ([`DigestKey`](crate::decide::DigestKey)), stored in [`DIGEST_KEY_SECRET`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use gitseal_keys::KeyPair;
@@ -26,6 +35,31 @@ pub const PENDING_BACKUP_ANNOTATION: &str = "gitseal.dev/pending-backup";
 pub const BACKED_UP_ANNOTATION: &str = "gitseal.dev/backed-up-at";
 /// On a key Secret created by `gitseal keys restore`: who says they restored it.
 pub const RESTORED_BY_ANNOTATION: &str = "gitseal.dev/restored-by";
+/// `gitseal.dev/key` value of the revocation-list Secret.
+pub const REVOCATION_LIST_LABEL_VALUE: &str = "revocation-list";
+/// `gitseal.dev/key` value of the digest-key Secret.
+pub const DIGEST_KEY_LABEL_VALUE: &str = "digest-key";
+/// Name of the Secret, in the controller namespace, that lists every revoked key id.
+pub const REVOCATION_LIST_SECRET: &str = "gitseal-revoked-keys";
+/// Its data item: one key id per line.
+pub const REVOCATION_LIST_ITEM: &str = "key-ids";
+/// Name of the Secret, in the controller namespace, that holds the digest key.
+pub const DIGEST_KEY_SECRET: &str = "gitseal-digest-key";
+/// Its data item: the 32 key bytes.
+pub const DIGEST_KEY_ITEM: &str = "digest.key";
+/// Most revoked ids read from the revocation list (a hostile list cannot grow memory unbounded).
+pub const MAX_REVOKED_IDS: usize = 10_000;
+
+/// Parse the revocation list's item: one key id per line; malformed lines are skipped.
+pub fn parse_revocation_list(bytes: &[u8]) -> Vec<KeyId> {
+    String::from_utf8_lossy(bytes).lines().filter_map(|l| l.trim().parse().ok()).take(MAX_REVOKED_IDS).collect()
+}
+
+/// The revocation list's item for `ids`.
+pub fn format_revocation_list<'a>(ids: impl IntoIterator<Item = &'a KeyId>) -> String {
+    let set: BTreeSet<&KeyId> = ids.into_iter().collect();
+    set.iter().map(|id| format!("{}\n", id.as_str())).collect()
+}
 
 /// Lifecycle state of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,19 +82,29 @@ impl KeyState {
     }
 
     /// State from a key Secret's labels; `None` when the Secret is not a key we load.
+    ///
+    /// The most restrictive label wins: a Secret Bitnami marked `compromised` is revoked even
+    /// when gitseal's label says otherwise. A Secret with only Bitnami's label is loaded with
+    /// `--bitnami-compat` only (`active`, or `compromised` as revoked).
     pub fn from_labels(labels: Option<&BTreeMap<String, String>>, bitnami_compat: bool) -> Option<KeyState> {
         let labels = labels?;
-        match labels.get(GITSEAL_KEY_LABEL).map(String::as_str) {
-            Some("active") => return Some(KeyState::Active),
-            Some("retired") => return Some(KeyState::Retired),
-            Some("revoked") => return Some(KeyState::Revoked),
-            Some(_) => return None,
-            None => {}
-        }
-        // A Bitnami key: only `active` is loaded, as Bitnami does.
-        match (bitnami_compat, labels.get(BITNAMI_KEY_LABEL).map(String::as_str)) {
-            (true, Some("active")) => Some(KeyState::Active),
+        let bitnami = match labels.get(BITNAMI_KEY_LABEL).map(String::as_str) {
+            Some("active") => Some(KeyState::Active),
+            Some("compromised") => Some(KeyState::Revoked),
             _ => None,
+        };
+        match labels.get(GITSEAL_KEY_LABEL).map(String::as_str) {
+            Some(g) => {
+                let gitseal = match g {
+                    "active" => KeyState::Active,
+                    "retired" => KeyState::Retired,
+                    "revoked" => KeyState::Revoked,
+                    _ => return None,
+                };
+                Some(bitnami.map_or(gitseal, |b| b.max(gitseal)))
+            }
+            None if bitnami_compat => bitnami,
+            None => None,
         }
     }
 }
@@ -109,6 +153,31 @@ impl LoadedKey {
         let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
         Ok(LoadedKey { secret_name: name, pair, decryption, state, bitnami, pending_backup, created })
     }
+
+    /// The same key in another state (a copy of the key material).
+    fn restated(&self, state: KeyState) -> Option<LoadedKey> {
+        let data = self.pair.secret_data().ok()?;
+        let get = |k: &str| data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_slice());
+        let pair = KeyPair::from_secret_data(get(TLS_KEY)?, get(TLS_CRT)?, get(AGE_KEY)).ok()?;
+        let decryption = pair.decryption_key().ok()?;
+        Some(LoadedKey {
+            secret_name: self.secret_name.clone(),
+            pair,
+            decryption,
+            state,
+            bitnami: self.bitnami,
+            pending_backup: self.pending_backup,
+            created: self.created.clone(),
+        })
+    }
+}
+
+/// A key Secret the controller refuses to load (its certificate starts in the future).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedKey {
+    pub secret_name: String,
+    pub key_id: KeyId,
+    pub not_before: Option<OffsetDateTime>,
 }
 
 /// What changed in the registry after an event.
@@ -123,24 +192,138 @@ pub enum Change {
 /// All keys, shared by the reconcilers, the HTTP API and the renewal loop.
 #[derive(Debug)]
 pub struct Registry {
+    /// Keys as loaded, by Secret name, in the state their labels say.
     keys: RwLock<BTreeMap<String, Arc<LoadedKey>>>,
+    /// Every key once, in its effective state, newest first (recomputed on every change).
+    view: RwLock<Vec<Arc<LoadedKey>>>,
+    /// Revoked ids: the revocation list, the revoked labels ever seen. Only grows.
+    revoked: RwLock<BTreeSet<KeyId>>,
+    /// Key Secrets refused at load, by Secret name.
+    refused: RwLock<BTreeMap<String, RefusedKey>>,
+    digest: RwLock<Option<Arc<crate::decide::DigestKey>>>,
     /// Bumped on every change; reconcilers re-run failed objects, renewal re-plans.
     version: watch::Sender<u64>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { keys: RwLock::new(BTreeMap::new()), version: watch::channel(0).0 }
+        Registry {
+            keys: RwLock::new(BTreeMap::new()),
+            view: RwLock::new(Vec::new()),
+            revoked: RwLock::new(BTreeSet::new()),
+            refused: RwLock::new(BTreeMap::new()),
+            digest: RwLock::new(None),
+            version: watch::channel(0).0,
+        }
     }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Registry {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<LoadedKey>>> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner())
+        read(&self.keys)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<LoadedKey>>> {
-        self.keys.write().unwrap_or_else(|p| p.into_inner())
+        write(&self.keys)
+    }
+
+    /// Recompute the effective view: one entry per key id, the most restrictive state of all
+    /// Secrets holding it, revoked when its id is on the revocation list.
+    fn recompute(&self) {
+        let keys: Vec<Arc<LoadedKey>> = self.read().values().cloned().collect();
+        // Revoked labels are remembered: removing the label or the Secret does not un-revoke.
+        {
+            let mut revoked = write(&self.revoked);
+            for k in keys.iter().filter(|k| k.state == KeyState::Revoked) {
+                revoked.extend(k.decryption.ids().cloned());
+            }
+        }
+        let revoked = read(&self.revoked).clone();
+        let mut by_id: BTreeMap<KeyId, Vec<Arc<LoadedKey>>> = BTreeMap::new();
+        for k in keys {
+            by_id.entry(k.id().clone()).or_default().push(k);
+        }
+        let mut view = Vec::with_capacity(by_id.len());
+        for (_, mut group) in by_id {
+            // Most restrictive first; among equals, gitseal's own Secret before a Bitnami copy.
+            group.sort_by_key(|k| (std::cmp::Reverse(k.state), k.bitnami, k.secret_name.clone()));
+            let first = group.swap_remove(0);
+            let listed = first.decryption.ids().any(|id| revoked.contains(id));
+            let state = if listed { KeyState::Revoked } else { first.state };
+            let pending = first.pending_backup || group.iter().any(|k| k.pending_backup);
+            if state == first.state && pending == first.pending_backup {
+                view.push(first);
+            } else if let Some(mut k) = first.restated(state) {
+                k.pending_backup = pending;
+                view.push(Arc::new(k));
+            } else {
+                // Cannot copy the key material: leave the key out rather than use it.
+                tracing::warn!(secret = %first.secret_name, "cannot restate a key; leaving it out");
+            }
+        }
+        view.sort_by_key(|k| std::cmp::Reverse(k.not_before()));
+        *write(&self.view) = view;
+    }
+
+    /// Add ids to the sticky revocation list; true when one was new.
+    pub fn revoke_ids(&self, ids: impl IntoIterator<Item = KeyId>) -> bool {
+        let added = {
+            let mut revoked = write(&self.revoked);
+            let before = revoked.len();
+            for id in ids {
+                if revoked.len() >= MAX_REVOKED_IDS {
+                    break;
+                }
+                revoked.insert(id);
+            }
+            revoked.len() != before
+        };
+        if added {
+            self.recompute();
+            self.bump();
+        }
+        added
+    }
+
+    /// Every id known revoked (listed, or labelled revoked at any time).
+    pub fn revocation_list(&self) -> BTreeSet<KeyId> {
+        read(&self.revoked).clone()
+    }
+
+    /// Record a refused key Secret (and forget any key it held before).
+    pub fn refuse(&self, refused: RefusedKey) {
+        let name = refused.secret_name.clone();
+        write(&self.refused).insert(name.clone(), refused);
+        self.remove(&name);
+    }
+
+    /// Forget a refusal (the Secret was deleted, fixed, or is now loaded).
+    pub fn unrefuse(&self, secret_name: &str) {
+        write(&self.refused).remove(secret_name);
+    }
+
+    pub fn refused(&self) -> Vec<RefusedKey> {
+        read(&self.refused).values().cloned().collect()
+    }
+
+    pub fn set_digest_key(&self, key: crate::decide::DigestKey) {
+        let changed = read(&self.digest).as_ref().is_none_or(|k| k.id() != key.id());
+        if changed {
+            *write(&self.digest) = Some(Arc::new(key));
+            self.bump();
+        }
+    }
+
+    pub fn digest_key(&self) -> Option<Arc<crate::decide::DigestKey>> {
+        read(&self.digest).clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -162,9 +345,11 @@ impl Registry {
             }
             Some(_) => Change::Updated(id),
         };
+        write(&self.refused).remove(&key.secret_name);
         keys.insert(key.secret_name.clone(), Arc::new(key));
         drop(keys);
         if change != Change::Unchanged {
+            self.recompute();
             self.bump();
         }
         change
@@ -174,6 +359,7 @@ impl Registry {
         let removed = self.write().remove(secret_name);
         match removed {
             Some(k) => {
+                self.recompute();
                 self.bump();
                 Change::Removed(k.id().clone())
             }
@@ -185,17 +371,16 @@ impl Registry {
     pub fn replace_all(&self, keys: Vec<LoadedKey>) {
         let map = keys.into_iter().map(|k| (k.secret_name.clone(), Arc::new(k))).collect();
         *self.write() = map;
+        self.recompute();
         self.bump();
     }
 
     /// Every key, newest certificate first.
+    ///
+    /// The same key may sit in several Secrets (a Bitnami original and a gitseal copy, a
+    /// restored duplicate): it appears once, in the most restrictive state of all of them.
     pub fn all(&self) -> Vec<Arc<LoadedKey>> {
-        let mut v: Vec<_> = self.read().values().cloned().collect();
-        v.sort_by_key(|k| std::cmp::Reverse(k.not_before()));
-        // The same key may sit in two Secrets (a Bitnami original and a gitseal copy).
-        let mut seen = std::collections::HashSet::new();
-        v.retain(|k| seen.insert(k.id().clone()));
-        v
+        read(&self.view).clone()
     }
 
     pub fn len(&self) -> usize {
@@ -203,7 +388,7 @@ impl Registry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        read(&self.view).is_empty()
     }
 
     /// The newest active key (greatest certificate NotBefore), backed up or not: what renewal
@@ -229,12 +414,13 @@ impl Registry {
         self.all().into_iter().filter(|k| k.state != KeyState::Revoked).collect()
     }
 
+    /// Ids of revoked keys: loaded ones and every id on the revocation list.
     pub fn revoked_ids(&self) -> Vec<KeyId> {
-        self.all()
-            .into_iter()
-            .filter(|k| k.state == KeyState::Revoked)
-            .flat_map(|k| k.decryption.ids().cloned().collect::<Vec<_>>())
-            .collect()
+        let mut ids = self.revocation_list();
+        for k in self.all().into_iter().filter(|k| k.state == KeyState::Revoked) {
+            ids.extend(k.decryption.ids().cloned());
+        }
+        ids.into_iter().collect()
     }
 
     pub fn find(&self, id: &KeyId) -> Option<Arc<LoadedKey>> {
@@ -256,8 +442,72 @@ mod tests {
         assert_eq!(KeyState::from_labels(Some(&b), false), None);
         assert_eq!(KeyState::from_labels(Some(&b), true), Some(KeyState::Active));
         let c = labels(&[(BITNAMI_KEY_LABEL, "compromised")]);
-        assert_eq!(KeyState::from_labels(Some(&c), true), None);
+        assert_eq!(KeyState::from_labels(Some(&c), true), Some(KeyState::Revoked), "loaded only to stay revoked");
+        assert_eq!(KeyState::from_labels(Some(&c), false), None);
         let g = labels(&[(GITSEAL_KEY_LABEL, "retired"), (BITNAMI_KEY_LABEL, "active")]);
         assert_eq!(KeyState::from_labels(Some(&g), false), Some(KeyState::Retired));
+        let both = labels(&[(GITSEAL_KEY_LABEL, "active"), (BITNAMI_KEY_LABEL, "compromised")]);
+        assert_eq!(KeyState::from_labels(Some(&both), false), Some(KeyState::Revoked), "the stricter label wins");
+        let only_ours = labels(&[(GITSEAL_KEY_LABEL, "active")]);
+        assert_eq!(KeyState::from_labels(Some(&only_ours), true), Some(KeyState::Active));
+    }
+
+    fn key_secret(name: &str, pair: &KeyPair, state: &str) -> Secret {
+        let data = pair
+            .secret_data()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())))
+            .collect();
+        Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels(&[(GITSEAL_KEY_LABEL, state)])),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    fn loaded(name: &str, pair: &KeyPair, state: KeyState) -> LoadedKey {
+        LoadedKey::from_secret(&key_secret(name, pair, state.as_str()), state).unwrap()
+    }
+
+    fn pair() -> KeyPair {
+        gitseal_keys::generate_key_pair(2048, "", OffsetDateTime::now_utc(), time::Duration::days(1)).unwrap()
+    }
+
+    #[test]
+    fn the_most_restrictive_state_wins_across_duplicates_whatever_their_names() {
+        let p = pair();
+        for (a, b) in [("a-copy", "z-revoked"), ("z-copy", "a-revoked")] {
+            let r = Registry::default();
+            r.replace_all(vec![loaded(a, &p, KeyState::Active), loaded(b, &p, KeyState::Revoked)]);
+            assert_eq!(r.all().len(), 1);
+            assert_eq!(r.all()[0].state, KeyState::Revoked, "{a} / {b}");
+            assert!(r.usable().is_empty() && r.sealing().is_none());
+        }
+    }
+
+    #[test]
+    fn a_revoked_key_stays_revoked_after_its_secret_goes_and_comes_back_active() {
+        let p = pair();
+        let r = Registry::default();
+        r.replace_all(vec![loaded("k", &p, KeyState::Revoked)]);
+        r.remove("k");
+        assert!(r.revoked_ids().contains(p.rsa.id()), "the id is remembered");
+        // An old backup restores it labelled active.
+        r.upsert(loaded("k-restored", &p, KeyState::Active));
+        assert_eq!(r.all()[0].state, KeyState::Revoked);
+        assert!(r.sealing().is_none());
+        // The list read at start has the same effect on a fresh registry.
+        let fresh = Registry::default();
+        fresh.revoke_ids([p.rsa.id().clone()]);
+        fresh.replace_all(vec![loaded("k-restored", &p, KeyState::Active)]);
+        assert_eq!(fresh.all()[0].state, KeyState::Revoked);
+        let text = format_revocation_list(&fresh.revocation_list());
+        assert_eq!(parse_revocation_list(text.as_bytes()), vec![p.rsa.id().clone()]);
+        assert!(parse_revocation_list(b"junk\n\xff\n").is_empty());
     }
 }

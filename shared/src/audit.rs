@@ -168,7 +168,7 @@ pub fn verify_chain<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<usiz
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod hex;
 pub mod keyid;
 pub mod manifest;
 pub mod scope;

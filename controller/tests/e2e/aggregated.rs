@@ -26,7 +26,9 @@ async fn the_aggregated_api_authenticates_authorizes_and_audits_callers() -> any
     with_temp_ns(|ns| async move {
         let port = free_port()?;
         let tls = ServingCert::generate(plane, ns.name())?;
-        let mut args = vec!["--require-key-backup".to_string()];
+        // The only recipient backups may go to.
+        let identity = age::x25519::Identity::generate();
+        let mut args = vec!["--require-key-backup".to_string(), format!("--backup-recipients={}", identity.to_public())];
         args.extend(tls.flags(port));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut g = Gitseal::start(plane, ns.name(), &args).await?;
@@ -107,7 +109,7 @@ async fn the_aggregated_api_authenticates_authorizes_and_audits_callers() -> any
             other => panic!("expected 401, got {other:?}"),
         }
 
-        key_operations(plane, &g, &ns, &admin, &sealed).await?;
+        key_operations(plane, &g, &ns, &admin, &sealed, &identity).await?;
         apiservices.delete(APISERVICE, &DeleteParams::default()).await?;
         Ok::<_, anyhow::Error>(())
     })
@@ -122,6 +124,7 @@ async fn key_operations(
     ns: &gitseal_tests::TestNamespace,
     admin: &kube::Client,
     old_sealed: &Value,
+    identity: &age::x25519::Identity,
 ) -> anyhow::Result<()> {
     gitseal_tests::apply_json(
         admin,
@@ -163,8 +166,15 @@ async fn key_operations(
     assert_eq!(pending["pendingBackup"], true);
     assert_eq!(g.cert().await?.key_id(), first.key_id(), "a key waiting for its backup does not seal");
 
+    // A backup to a recipient outside --backup-recipients is refused and audited.
+    let stranger = age::x25519::Identity::generate().to_public().to_string();
+    let refused = post(&sec, &format!("{base}/keybackups"), &op("KeyBackup", json!({"recipients": [stranger]}))).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref ae)) if ae.code == 403), "{refused:?}");
+    assert!(
+        g.audit_lines().iter().any(|l| l.contains("\"action\":\"KeyBackup\"") && l.contains("RecipientNotAllowed"))
+    );
+
     // Back up to the security team's age recipient: the real age CLI opens it; then the new key seals.
-    let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let backup =
         post(&sec, &format!("{base}/keybackups"), &op("KeyBackup", json!({"recipients": [recipient]}))).await?;
@@ -188,6 +198,7 @@ async fn key_operations(
     .await?;
     let text = String::from_utf8(opened)?;
     assert!(text.contains("kind: List") && text.matches("tls.key").count() == 2, "backup holds both keys");
+    assert!(text.contains("name: gitseal-digest-key"), "the backup carries the digest key");
     let nobody = gitseal_tests::exec_binary(
         gitseal_tests::Peer::Age.path()?,
         ["-d", "-i", "/dev/null", &backup_file.display().to_string()],
@@ -229,6 +240,11 @@ async fn key_operations(
     assert_eq!(s.pointer("/status/conditions/0/reason").and_then(Value::as_str), Some("KeyRevoked"));
     crate::fixture::synced(ns, ApiGroup::Gitseal, "on-new-key", "True").await?;
     secret_with(ns, "db", "password", "hunter2").await?;
+    // Written on revoke: the revocation list names the key.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    let list = secrets.get("gitseal-revoked-keys").await?;
+    let ids = String::from_utf8(list.data.unwrap_or_default()["key-ids"].0.clone())?;
+    assert!(ids.lines().any(|l| l == first.key_id().as_str()), "{ids}");
     assert!(g.metric("gitseal_sealed_secrets_on_revoked_keys").await? >= 1.0);
 
     let lines = g.audit_lines();

@@ -14,6 +14,7 @@ mod fixture;
 mod aggregated;
 mod budget;
 mod compat;
+mod custody;
 mod keys;
 mod kubeseal_proxy;
 mod leader;

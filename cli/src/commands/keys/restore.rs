@@ -49,8 +49,12 @@ impl std::fmt::Debug for BackupKey {
 }
 
 pub fn run(cfg: &ClusterConfig, file: &Path, identities: &[PathBuf], dry_run: bool) -> Result<()> {
-    let keys = open_backup(file, identities)?;
-    let (user, created) = cluster::run(restore(cfg, &keys, dry_run))?;
+    let (keys, extras) = open_backup(file, identities)?;
+    let (user, created) = cluster::run(async {
+        let done = restore(cfg, &keys, dry_run).await?;
+        restore_extras(cfg, &extras, dry_run).await?;
+        Ok::<_, anyhow::Error>(done)
+    })?;
     let rows: Vec<[String; 3]> =
         keys.iter().map(|k| [k.name.clone(), super::short_id(&k.id), k.state.clone()]).collect();
     let mut out = table::render(["SECRET", "KEY ID", "STATE"], &rows);
@@ -65,8 +69,122 @@ pub fn run(cfg: &ClusterConfig, file: &Path, identities: &[PathBuf], dry_run: bo
     io::write_stdout(out.as_bytes())
 }
 
-/// Decrypt and check a backup, in memory.
-pub fn open_backup(file: &Path, identity_files: &[PathBuf]) -> Result<Vec<BackupKey>> {
+/// `gitseal.dev/key` values of the Secrets a backup carries besides keys.
+pub const DIGEST_KEY_LABEL_VALUE: &str = "digest-key";
+pub const REVOCATION_LIST_LABEL_VALUE: &str = "revocation-list";
+/// The revocation list's name and item (as the controller writes them).
+const REVOCATION_LIST_SECRET: &str = "gitseal-revoked-keys";
+const REVOCATION_LIST_ITEM: &str = "key-ids";
+
+/// A Secret of the backup that is not a key: the controller's digest key or its revocation
+/// list. `Debug` shows its name only.
+pub struct BackupExtra {
+    pub name: String,
+    pub label: String,
+    data: BTreeMap<String, Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for BackupExtra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupExtra").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+fn extra_label(doc: &Value) -> Option<&str> {
+    doc["metadata"]["labels"][GITSEAL_KEY_LABEL]
+        .as_str()
+        .filter(|l| [DIGEST_KEY_LABEL_VALUE, REVOCATION_LIST_LABEL_VALUE].contains(l))
+}
+
+/// The non-key Secrets of a decrypted backup.
+pub fn parse_extras(text: &str) -> Result<Vec<BackupExtra>> {
+    let docs =
+        parse_documents(text).map_err(|_| anyhow!("the backup is not YAML: was it written by gitseal keys backup?"))?;
+    let mut extras = Vec::new();
+    for doc in docs {
+        let Some(label) = extra_label(&doc.value) else { continue };
+        let name = doc.value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let mut data = BTreeMap::new();
+        for (k, v) in doc.value["data"].as_object().into_iter().flatten() {
+            let bytes = v
+                .as_str()
+                .and_then(|s| decode_base64(s).ok())
+                .ok_or_else(|| anyhow!("Secret {name}: data[{k}] is not base64"))?;
+            data.insert(k.clone(), Zeroizing::new(bytes));
+        }
+        extras.push(BackupExtra { name, label: label.to_string(), data });
+    }
+    Ok(extras)
+}
+
+/// Restore the digest key when the cluster has none, and merge the revocation list into the
+/// cluster's (a list only grows: restoring an old backup never un-revokes a key).
+async fn restore_extras(cfg: &ClusterConfig, extras: &[BackupExtra], dry_run: bool) -> Result<()> {
+    if extras.is_empty() {
+        return Ok(());
+    }
+    let cluster = Cluster::connect(cfg).await?;
+    let ns = cluster.controller_namespace.clone();
+    let api: kube::Api<Secret> = kube::Api::namespaced(cluster.client.clone(), &ns);
+    let params = PostParams { dry_run, field_manager: Some("gitseal".into()) };
+    for extra in extras {
+        let data: BTreeMap<String, ByteString> =
+            extra.data.iter().map(|(k, v)| (k.clone(), ByteString(v.to_vec()))).collect();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(extra.name.clone()),
+                namespace: Some(ns.clone()),
+                labels: Some([(GITSEAL_KEY_LABEL.to_string(), extra.label.clone())].into()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(data),
+            ..Default::default()
+        };
+        match api.create(&params, &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 && extra.label == REVOCATION_LIST_LABEL_VALUE => {
+                merge_revocations(&api, extra, &params).await.map_err(|e| {
+                    cluster.fail(&format!("merging the revocation list {ns}/{REVOCATION_LIST_SECRET}"), e)
+                })?;
+            }
+            // The cluster's digest key stays: it matches the digests on today's Secrets.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(cluster.fail(&format!("creating Secret {ns}/{}", extra.name), e)),
+        }
+    }
+    Ok(())
+}
+
+async fn merge_revocations(
+    api: &kube::Api<Secret>,
+    extra: &BackupExtra,
+    params: &PostParams,
+) -> std::result::Result<(), kube::Error> {
+    let lines = |b: &[u8]| -> BTreeSet<String> {
+        String::from_utf8_lossy(b).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+    };
+    for _ in 0..5 {
+        let mut current = api.get(REVOCATION_LIST_SECRET).await?;
+        let have =
+            current.data.as_ref().and_then(|d| d.get(REVOCATION_LIST_ITEM)).map(|b| lines(&b.0)).unwrap_or_default();
+        let mut all = have.clone();
+        all.extend(extra.data.get(REVOCATION_LIST_ITEM).map(|b| lines(b)).unwrap_or_default());
+        if all == have {
+            return Ok(());
+        }
+        let text: String = all.iter().map(|l| format!("{l}\n")).collect();
+        current.data.get_or_insert_default().insert(REVOCATION_LIST_ITEM.into(), ByteString(text.into_bytes()));
+        match api.replace(REVOCATION_LIST_SECRET, params, &current).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Ok(())
+}
+
+/// Decrypt and check a backup, in memory: its key Secrets and the other Secrets it carries.
+pub fn open_backup(file: &Path, identity_files: &[PathBuf]) -> Result<(Vec<BackupKey>, Vec<BackupExtra>)> {
     let mut identities = Vec::new();
     for path in identity_files {
         let text = io::read_file(path)?;
@@ -106,7 +224,9 @@ pub fn open_backup(file: &Path, identity_files: &[PathBuf]) -> Result<Vec<Backup
     let mut plain = Zeroizing::new(Vec::new());
     reader.read_to_end(&mut plain).map_err(|_| altered())?;
     let text = std::str::from_utf8(&plain).map_err(|_| not_a_backup(file))?;
-    parse_keys(text).map_err(|e| anyhow!("{}: {e}", file.display()))
+    let keys = parse_keys(text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let extras = parse_extras(text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    Ok((keys, extras))
 }
 
 fn not_a_backup(file: &Path) -> anyhow::Error {
@@ -121,6 +241,9 @@ pub fn parse_keys(text: &str) -> Result<Vec<BackupKey>> {
     for doc in docs {
         if doc.kind() != "Secret" {
             bail!("the backup holds a {} besides key Secrets: was it written by gitseal keys backup?", doc.kind());
+        }
+        if extra_label(&doc.value).is_some() {
+            continue; // the digest key or the revocation list: see parse_extras
         }
         let meta = &doc.value["metadata"];
         let name = meta["name"]
@@ -325,5 +448,23 @@ mod tests {
         let err =
             parse_keys("apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: {a: YQ==}\n").unwrap_err().to_string();
         assert!(err.contains("lacks tls.key"), "{err}");
+    }
+
+    #[test]
+    fn the_digest_key_and_revocation_list_ride_along_but_are_not_keys() {
+        let mut list: Value = serde_json::from_str(&backup_text(Some("active"))).unwrap();
+        let items = list["items"].as_array_mut().unwrap();
+        items.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gitseal-digest-key",
+            "labels": {GITSEAL_KEY_LABEL: DIGEST_KEY_LABEL_VALUE}}, "data": {"digest.key": "AAAA"}}));
+        items.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gitseal-revoked-keys",
+            "labels": {GITSEAL_KEY_LABEL: REVOCATION_LIST_LABEL_VALUE}}, "data": {"key-ids": "U0hBMjU2Olg="}}));
+        let text = serde_json::to_string(&list).unwrap();
+        assert_eq!(parse_keys(&text).unwrap().len(), 1);
+        let extras = parse_extras(&text).unwrap();
+        assert_eq!(
+            extras.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["gitseal-digest-key", "gitseal-revoked-keys"]
+        );
+        assert!(!format!("{:?}", extras[0]).contains("AAAA"));
     }
 }

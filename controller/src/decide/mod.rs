@@ -1,39 +1,67 @@
 //! The pure decision: given a SealedSecret, the usable keys and the Secret that exists now,
 //! which Secret and which status should exist, and what to tell people about it.
 //!
-//! No I/O and no clock: [`reconcile`](crate::reconcile) fetches the inputs, calls [`decide`],
-//! and applies the [`Decision`]. Every rule of Bitnami's controller (§3.4 of the reference)
-//! and every rule gitseal adds (drift repair, digests that spare a decryption, key revocation)
-//! is decided here and tested with plain `#[test]`s.
+//! No I/O and no clock: [`reconcile`](crate::reconcile) fetches the [`Inputs`], calls
+//! [`decide`], applies the [`Decision`] (Secret by server-side apply, then status, Event,
+//! audit record and metrics). Every rule of Bitnami's controller (§3.4 of the reference) and
+//! every rule gitseal adds (ownership, drift repair, keyed digests that spare a decryption, key
+//! revocation) is decided here and tested with plain `#[test]`s.
+//!
+//! # Flow
+//!
+//! 1. **Ownership** ([`secret::ownership`]). An existing Secret is this SealedSecret's only when
+//!    its controller owner reference carries this SealedSecret's UID, or — for Secrets made
+//!    under `skip-set-owner-references`, which have no owner reference — when gitseal's
+//!    `gitseal.dev/owner-uid` and `gitseal.dev/sealed-by` annotations name this UID and API
+//!    group. A Secret controlled or claimed by anything else is refused with `SecretNotOwned`
+//!    whatever its annotations say; an unclaimed one is adopted only with Bitnami's `managed`
+//!    (take over) or `patch` (merge, leave ownership) annotation.
+//! 2. **Fast path.** When the Secret is ours, carries the sealed digest of exactly these sealed
+//!    inputs, a keyed data digest ([`digest`]) that still matches its data, and key ids none of
+//!    which is revoked, the answer is `InSync` with no private-key operation.
+//! 3. **Unseal** with the usable keys (revoked keys are never passed in). A failure is
+//!    classified: `KeyRevoked` when the values or the last status name a revoked key,
+//!    `DecryptFailed`, `TemplateFailed`, `InvalidSealedSecret`; `NoKeys` before any key.
+//! 4. **Build** the desired Secret ([`secret::build`]) and compare its keyed digest with the
+//!    existing data's: an immutable Secret that differs is `SecretImmutable`; a Secret of ours
+//!    made from the same sealed inputs whose data differs, or a Secret deleted although the
+//!    current generation was synced, is `DriftReverted`; anything else is `Unsealed`.
+//!
+//! # Guarantees
+//!
+//! - Never writes a Secret another object controls or claims, and never spends a private-key
+//!   operation before ownership is settled.
+//! - A Secret edited directly (its annotations included) is noticed: only the controller holds
+//!   the digest key. A digest-key rotation makes each object cost one re-verification.
+//! - Messages, Events and `Debug` output never contain decrypted values ([`Decision`] and
+//!   [`Inputs`] redact them).
+//!
+//! # Errors
+//!
+//! `decide` cannot fail: every problem is an [`Outcome::Failed`] with a [`Reason`], a one-line
+//! message for the condition and the audit record, and a warning Event. Errors of I/O (reading
+//! or applying the Secret, writing the status) belong to [`reconcile`](crate::reconcile).
 
-use std::collections::BTreeMap;
+pub mod digest;
+pub mod secret;
+pub mod status;
 
-use gitseal_shared::seal::{key_hints, target_of, unseal};
-use gitseal_shared::types::{ApiGroup, SealedSecretCondition, SealedSecretObject, SealedSecretStatus};
+use gitseal_shared::seal::{key_hints, unseal};
+use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretStatus};
 use gitseal_shared::value::DecryptionKey;
 use gitseal_shared::{Error as CoreError, KeyId};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use sha2::{Digest, Sha256};
+
+pub use digest::{DigestKey, data_digest, sealed_digest};
+pub use secret::{
+    DATA_DIGEST_ANNOTATION, KEY_IDS_ANNOTATION, MANAGED_ANNOTATION, MANAGED_LABEL, OWNER_UID_ANNOTATION, Ownership,
+    PATCH_ANNOTATION, SEALED_BY_ANNOTATION, SEALED_DIGEST_ANNOTATION, SKIP_OWNER_REFERENCES_ANNOTATION, ownership,
+};
+pub use status::SYNCED;
+use status::next_status;
 
 /// The field manager of every server-side apply gitseal makes.
 pub const FIELD_MANAGER: &str = "gitseal-controller";
-/// On a produced Secret: digest of the sealed inputs it was made from.
-pub const SEALED_DIGEST_ANNOTATION: &str = "gitseal.dev/sealed-digest";
-/// On a produced Secret: digest of the data gitseal wrote, to notice direct edits.
-pub const DATA_DIGEST_ANNOTATION: &str = "gitseal.dev/data-digest";
-/// On a produced Secret: the apiVersion of the SealedSecret it comes from.
-pub const SEALED_BY_ANNOTATION: &str = "gitseal.dev/sealed-by";
-/// On a produced Secret: the keys that opened its values (the fast path reports these, not a
-/// possibly stale status).
-pub const KEY_IDS_ANNOTATION: &str = "gitseal.dev/key-id";
-/// Label on every produced Secret, so the drift watch sees only gitseal's Secrets.
-pub const MANAGED_LABEL: &str = "gitseal.dev/managed";
-pub const MANAGED_ANNOTATION: &str = "sealedsecrets.bitnami.com/managed";
-pub const PATCH_ANNOTATION: &str = "sealedsecrets.bitnami.com/patch";
-pub const SKIP_OWNER_REFERENCES_ANNOTATION: &str = "sealedsecrets.bitnami.com/skip-set-owner-references";
-pub const SYNCED: &str = "Synced";
 
 /// What happened, for metrics (bounded), events and audit records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +72,18 @@ pub enum Outcome {
     /// The Secret was edited or deleted directly and is put back.
     DriftReverted,
     Failed(Reason),
+}
+
+impl Outcome {
+    /// The Event reason of this outcome (`None` for `InSync`, which publishes nothing).
+    pub fn event_reason(self) -> Option<&'static str> {
+        match self {
+            Outcome::InSync => None,
+            Outcome::Unsealed => Some("Unsealed"),
+            Outcome::DriftReverted => Some("DriftReverted"),
+            Outcome::Failed(r) => Some(r.as_str()),
+        }
+    }
 }
 
 /// Why a SealedSecret could not become a Secret.
@@ -101,7 +141,6 @@ pub struct EventSpec {
 }
 
 /// Everything reconcile needs to act.
-#[derive(Debug)]
 pub struct Decision {
     pub outcome: Outcome,
     /// The Secret to server-side apply, if any.
@@ -116,8 +155,29 @@ pub struct Decision {
     pub message: String,
 }
 
+/// `name (N items)` of a Secret, never its data.
+fn redacted(secret: Option<&Secret>) -> Option<String> {
+    secret.map(|s| {
+        let items = s.data.as_ref().map_or(0, std::collections::BTreeMap::len);
+        format!("Secret {} ({items} items, data redacted)", s.metadata.name.as_deref().unwrap_or(""))
+    })
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decision")
+            .field("outcome", &self.outcome)
+            .field("apply", &redacted(self.apply.as_ref()))
+            .field("status", &self.status)
+            .field("event", &self.event)
+            .field("key_ids", &self.key_ids)
+            .field("private_ops", &self.private_ops)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
 /// The inputs of a decision.
-#[derive(Debug)]
 pub struct Inputs<'a> {
     pub ss: &'a SealedSecretObject,
     pub group: ApiGroup,
@@ -126,14 +186,38 @@ pub struct Inputs<'a> {
     /// Ids of revoked keys.
     pub revoked: &'a [KeyId],
     pub existing: Option<&'a Secret>,
+    /// The key of the data digests.
+    pub digest_key: &'a DigestKey,
     /// RFC 3339 time for condition timestamps.
     pub now: &'a str,
+}
+
+impl std::fmt::Debug for Inputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field(
+                "ss",
+                &format_args!(
+                    "{}/{}",
+                    self.ss.metadata.namespace.as_deref().unwrap_or(""),
+                    self.ss.metadata.name.as_deref().unwrap_or("")
+                ),
+            )
+            .field("group", &self.group)
+            .field("keys", &self.keys.iter().map(|k| k.id()).collect::<Vec<_>>())
+            .field("revoked", &self.revoked)
+            .field("existing", &redacted(self.existing))
+            .field("digest_key", &self.digest_key)
+            .field("now", &self.now)
+            .finish()
+    }
 }
 
 pub fn decide(inp: &Inputs<'_>) -> Decision {
     let ss = inp.ss;
     let digest = sealed_digest(ss);
-    let ours = inp.existing.is_some_and(|s| is_ours(s, ss));
+    let owner = inp.existing.map(|s| ownership(s, ss, inp.group));
+    let ours = owner == Some(Ownership::Ours);
     let status_key_ids: Vec<KeyId> =
         ss.status.as_ref().and_then(|s| s.key_id.as_deref()).map(KeyId::parse_list).unwrap_or_default();
     let on_revoked_key = |ids: &[KeyId]| ids.iter().any(|id| inp.revoked.contains(id));
@@ -141,12 +225,21 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     if let Some(existing) = inp.existing {
         let ann = existing.metadata.annotations.as_ref();
         let flag = |k: &str| ann.and_then(|a| a.get(k)).is_some_and(|v| v == "true");
-        if !ours && !flag(MANAGED_ANNOTATION) && !flag(PATCH_ANNOTATION) {
-            let msg = format!(
-                "Secret {} already exists and is not managed by this SealedSecret: annotate it with {MANAGED_ANNOTATION}: \"true\" to let gitseal take it over",
-                existing.metadata.name.as_deref().unwrap_or("")
-            );
-            return failed(inp, Reason::SecretNotOwned, msg, 0);
+        let secret_name = existing.metadata.name.as_deref().unwrap_or("");
+        match owner {
+            Some(Ownership::Foreign) => {
+                let msg = format!(
+                    "Secret {secret_name} already exists and is controlled by another object: gitseal never takes over a Secret another owner controls"
+                );
+                return failed(inp, Reason::SecretNotOwned, msg, 0);
+            }
+            Some(Ownership::Unclaimed) if !flag(MANAGED_ANNOTATION) && !flag(PATCH_ANNOTATION) => {
+                let msg = format!(
+                    "Secret {secret_name} already exists and is not managed by this SealedSecret: annotate it with {MANAGED_ANNOTATION}: \"true\" to let gitseal take it over"
+                );
+                return failed(inp, Reason::SecretNotOwned, msg, 0);
+            }
+            _ => {}
         }
         // Fast path: the Secret was made from exactly these sealed inputs and nobody touched it.
         let annotated = |k: &str| ann.and_then(|a| a.get(k)).map(String::as_str);
@@ -154,7 +247,8 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         if ours
             && ss.spec.data.is_none()
             && annotated(SEALED_DIGEST_ANNOTATION) == Some(digest.as_str())
-            && annotated(DATA_DIGEST_ANNOTATION) == Some(data_digest(existing, &managed_keys(ss)).as_str())
+            && annotated(DATA_DIGEST_ANNOTATION)
+                .is_some_and(|d| digest::data_digest_matches(inp.digest_key, d, &digest, existing, &managed_keys(ss)))
             && !secret_key_ids.is_empty()
             && !on_revoked_key(&secret_key_ids)
         {
@@ -194,13 +288,22 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     let key_ids: Vec<KeyId> = unsealed.key_ids.iter().cloned().collect();
     let private_ops = unsealed.private_ops;
 
-    let desired = build_secret(inp, &unsealed.secret, &digest, &key_ids);
+    let build = secret::Build {
+        ss,
+        group: inp.group,
+        existing: inp.existing,
+        digest_key: inp.digest_key,
+        sealed_digest: &digest,
+        key_ids: &key_ids,
+    };
+    let desired = secret::build(&build, &unsealed.secret);
     let desired_digest =
         desired.metadata.annotations.as_ref().and_then(|a| a.get(DATA_DIGEST_ANNOTATION)).cloned().unwrap_or_default();
 
     let drift;
     if let Some(existing) = inp.existing {
-        let current = data_digest(existing, &unsealed.secret.data.keys().cloned().collect::<Vec<_>>());
+        let items: Vec<String> = unsealed.secret.data.keys().cloned().collect();
+        let current = data_digest(inp.digest_key, &digest, existing, &items);
         if existing.immutable == Some(true) && current != desired_digest {
             let msg = "the target Secret is immutable and differs: delete it and gitseal recreates it".to_string();
             return failed(inp, Reason::SecretImmutable, msg, private_ops);
@@ -214,21 +317,19 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 && s.conditions.iter().any(|c| c.type_ == SYNCED && c.status == "True")
         });
     }
-    let (outcome, event) = if drift {
-        let note = "the Secret was changed or deleted outside Git and has been restored".to_string();
-        (Outcome::DriftReverted, EventSpec { warning: true, reason: "DriftReverted", note })
+    let outcome = if drift { Outcome::DriftReverted } else { Outcome::Unsealed };
+    let note = if drift {
+        "the Secret was changed or deleted outside Git and has been restored"
     } else {
-        (
-            Outcome::Unsealed,
-            EventSpec { warning: false, reason: "Unsealed", note: "SealedSecret unsealed successfully".into() },
-        )
+        "SealedSecret unsealed successfully"
     };
+    let event = outcome.event_reason().map(|reason| EventSpec { warning: drift, reason, note: note.into() });
     let message = String::new();
     Decision {
         outcome,
         apply: Some(desired),
         status: next_status(ss, true, "Unsealed", &message, Some(&key_ids), inp.now),
-        event: Some(event),
+        event,
         key_ids,
         private_ops,
         message,
@@ -236,71 +337,16 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
 }
 
 fn failed(inp: &Inputs<'_>, reason: Reason, message: String, private_ops: u32) -> Decision {
+    let outcome = Outcome::Failed(reason);
     Decision {
-        outcome: Outcome::Failed(reason),
+        outcome,
         apply: None,
         status: next_status(inp.ss, false, reason.as_str(), &message, None, inp.now),
-        event: Some(EventSpec { warning: true, reason: reason.as_str(), note: message.clone() }),
+        event: outcome.event_reason().map(|r| EventSpec { warning: true, reason: r, note: message.clone() }),
         key_ids: Vec::new(),
         private_ops,
         message,
     }
-}
-
-/// The status to write, or `None` when the current one already says the same.
-fn next_status(
-    ss: &SealedSecretObject,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    key_ids: Option<&[KeyId]>,
-    now: &str,
-) -> Option<SealedSecretStatus> {
-    let current = ss.status.clone().unwrap_or_default();
-    let status = if ok { "True" } else { "False" };
-    let old = current.conditions.iter().find(|c| c.type_ == SYNCED);
-    let key_id = match key_ids {
-        Some(ids) if !ids.is_empty() => Some(KeyId::join(ids.iter().cloned())),
-        Some(_) => current.key_id.clone(),
-        None => current.key_id.clone(),
-    };
-    let unchanged = old.is_some_and(|c| {
-        c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref().unwrap_or("") == message
-    }) && current.observed_generation == ss.metadata.generation
-        && current.key_id == key_id;
-    if unchanged {
-        return None;
-    }
-    let transition = match old {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Some(now.to_string()),
-    };
-    let condition = SealedSecretCondition {
-        type_: SYNCED.into(),
-        status: status.into(),
-        last_update_time: Some(now.into()),
-        last_transition_time: transition,
-        reason: Some(reason.into()),
-        message: (!message.is_empty()).then(|| message.to_string()),
-    };
-    // Synced first: Bitnami's printer columns read conditions[0].
-    let mut conditions = vec![condition];
-    conditions.extend(current.conditions.into_iter().filter(|c| c.type_ != SYNCED));
-    Some(SealedSecretStatus { observed_generation: ss.metadata.generation, conditions, key_id })
-}
-
-/// Whether gitseal produced `secret` for `ss`: it is controlled by it, or gitseal's field
-/// manager applied it (Secrets without owner references).
-pub fn is_ours(secret: &Secret, ss: &SealedSecretObject) -> bool {
-    let uid = ss.metadata.uid.as_deref();
-    let owned = secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid);
-    let applied = secret.metadata.managed_fields.iter().flatten().any(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
-    owned || applied
 }
 
 /// Item names the SealedSecret manages in its Secret.
@@ -312,96 +358,6 @@ fn managed_keys(ss: &SealedSecretObject) -> Vec<String> {
     keys
 }
 
-/// Digest of everything the produced Secret depends on.
-pub fn sealed_digest(ss: &SealedSecretObject) -> String {
-    let mut h = Sha256::new();
-    let target = target_of(ss).map(|t| t.to_string()).unwrap_or_default();
-    h.update(target.as_bytes());
-    h.update([0]);
-    h.update(serde_json::to_vec(&ss.spec).unwrap_or_default());
-    h.update([0]);
-    h.update(ss.metadata.uid.as_deref().unwrap_or("").as_bytes());
-    hex(&h.finalize())
-}
-
-/// Digest of a Secret's type and the given data items, to notice direct edits.
-pub fn data_digest(secret: &Secret, keys: &[String]) -> String {
-    let mut h = Sha256::new();
-    h.update(secret.type_.as_deref().unwrap_or("Opaque").as_bytes());
-    let data = secret.data.as_ref();
-    let mut sorted: Vec<&String> = keys.iter().collect();
-    sorted.sort();
-    sorted.dedup();
-    for k in sorted {
-        h.update([0]);
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        match data.and_then(|d| d.get(k)) {
-            Some(v) => {
-                h.update([1]);
-                h.update((v.0.len() as u64).to_be_bytes());
-                h.update(&v.0);
-            }
-            None => h.update([2]),
-        }
-    }
-    hex(&h.finalize())
-}
-
-fn build_secret(
-    inp: &Inputs<'_>,
-    plain: &gitseal_shared::manifest::secret::PlainSecret,
-    digest: &str,
-    key_ids: &[KeyId],
-) -> Secret {
-    let ss = inp.ss;
-    let existing_ann = inp.existing.and_then(|s| s.metadata.annotations.as_ref());
-    let flag = |k: &str| existing_ann.and_then(|a| a.get(k)).is_some_and(|v| v == "true");
-    let template_ann = plain.metadata.annotations.clone().unwrap_or_default();
-    let skip_owner = template_ann.get(SKIP_OWNER_REFERENCES_ANNOTATION).is_some_and(|v| v == "true");
-    let patch_only =
-        flag(PATCH_ANNOTATION) && !flag(MANAGED_ANNOTATION) && !inp.existing.is_some_and(|s| is_ours(s, ss));
-
-    let data: BTreeMap<String, ByteString> =
-        plain.data.iter().map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec()))).collect();
-    let mut secret = Secret {
-        metadata: ObjectMeta {
-            name: ss.metadata.name.clone(),
-            namespace: ss.metadata.namespace.clone(),
-            labels: plain.metadata.labels.clone(),
-            annotations: Some(template_ann),
-            ..Default::default()
-        },
-        type_: plain.type_.clone(),
-        immutable: plain.immutable,
-        data: Some(data),
-        ..Default::default()
-    };
-    if !skip_owner && !patch_only {
-        secret.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: inp.group.api_version().into(),
-            kind: gitseal_shared::types::KIND.into(),
-            name: ss.metadata.name.clone().unwrap_or_default(),
-            uid: ss.metadata.uid.clone().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        }]);
-    }
-    let keys: Vec<String> = plain.data.keys().cloned().collect();
-    let dd = data_digest(&secret, &keys);
-    let ann = secret.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    ann.insert(SEALED_DIGEST_ANNOTATION.into(), digest.into());
-    ann.insert(DATA_DIGEST_ANNOTATION.into(), dd);
-    ann.insert(SEALED_BY_ANNOTATION.into(), inp.group.api_version().into());
-    ann.insert(KEY_IDS_ANNOTATION.into(), KeyId::join(key_ids.iter().cloned()));
-    secret.metadata.labels.get_or_insert_with(BTreeMap::new).insert(MANAGED_LABEL.into(), "true".into());
-    secret
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,7 +366,8 @@ mod tests {
     use gitseal_shared::manifest::secret::PlainSecret;
     use gitseal_shared::seal::{SealOptions, seal_secret};
     use gitseal_shared::value::RecipientSet;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
     use std::sync::OnceLock;
 
     const NOW: &str = "2026-11-26T12:00:00Z";
@@ -441,8 +398,23 @@ mod tests {
         ss
     }
 
+    fn digest_key() -> &'static DigestKey {
+        static K: OnceLock<DigestKey> = OnceLock::new();
+        K.get_or_init(|| DigestKey::generate().unwrap())
+    }
+
     fn run(ss: &SealedSecretObject, keys: &[&DecryptionKey], revoked: &[KeyId], existing: Option<&Secret>) -> Decision {
-        decide(&Inputs { ss, group: ApiGroup::Gitseal, keys, revoked, existing, now: NOW })
+        run_as(ApiGroup::Gitseal, ss, keys, revoked, existing)
+    }
+
+    fn run_as(
+        group: ApiGroup,
+        ss: &SealedSecretObject,
+        keys: &[&DecryptionKey],
+        revoked: &[KeyId],
+        existing: Option<&Secret>,
+    ) -> Decision {
+        decide(&Inputs { ss, group, keys, revoked, existing, digest_key: digest_key(), now: NOW })
     }
 
     /// What the API server would hold after gitseal applied `d`.
@@ -641,5 +613,100 @@ mod tests {
         assert_eq!(unusable.outcome, undecryptable.outcome);
         assert_eq!(unusable.message, undecryptable.message);
         assert!(!unusable.message.contains("hunter2") && !unusable.message.contains("not-a-secret"));
+    }
+
+    #[test]
+    fn a_secret_of_another_sealed_secret_is_never_taken_over_across_groups() {
+        let k = keys().0.decryption_key().unwrap();
+        let platform = sealed(&keys().0, &[]);
+        let first = run_as(ApiGroup::Bitnami, &platform, &[&k], &[], None);
+        let existing = applied(&first); // owned by uid-1, written by gitseal's field manager
+        let mut tenant = sealed(&keys().0, &[]);
+        tenant.metadata.uid = Some("uid-tenant".into());
+        let d = run_as(ApiGroup::Gitseal, &tenant, &[&k], &[], Some(&existing));
+        assert_eq!(d.outcome, Outcome::Failed(Reason::SecretNotOwned));
+        assert!(d.apply.is_none());
+        assert_eq!(d.private_ops, 0);
+        // Not even with the managed annotation (a template may put it on the Secret).
+        let mut annotated = existing.clone();
+        annotated.metadata.annotations.get_or_insert_default().insert(MANAGED_ANNOTATION.into(), "true".into());
+        let d = run_as(ApiGroup::Gitseal, &tenant, &[&k], &[], Some(&annotated));
+        assert_eq!(d.outcome, Outcome::Failed(Reason::SecretNotOwned));
+        // The platform's own object still is in sync.
+        let again = run_as(ApiGroup::Bitnami, &with_status(platform, &first), &[&k], &[], Some(&existing));
+        assert_eq!(again.outcome, Outcome::InSync);
+    }
+
+    #[test]
+    fn without_owner_references_the_owner_annotation_decides() {
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[(SKIP_OWNER_REFERENCES_ANNOTATION, "true")]);
+        let first = run(&ss, &[&k], &[], None);
+        let existing = applied(&first);
+        assert_eq!(existing.metadata.annotations.as_ref().unwrap()[OWNER_UID_ANNOTATION], "uid-1");
+        let ss = with_status(ss, &first);
+        assert_eq!(run(&ss, &[&k], &[], Some(&existing)).outcome, Outcome::InSync);
+        // The same UID under the other group is someone else.
+        assert_eq!(
+            run_as(ApiGroup::Bitnami, &ss, &[&k], &[], Some(&existing)).outcome,
+            Outcome::Failed(Reason::SecretNotOwned)
+        );
+        let mut other = ss.clone();
+        other.metadata.uid = Some("uid-2".into());
+        assert_eq!(run(&other, &[&k], &[], Some(&existing)).outcome, Outcome::Failed(Reason::SecretNotOwned));
+        // A field manager alone proves nothing.
+        let mut unclaimed = existing.clone();
+        unclaimed.metadata.annotations.as_mut().unwrap().remove(OWNER_UID_ANNOTATION);
+        assert_eq!(run(&ss, &[&k], &[], Some(&unclaimed)).outcome, Outcome::Failed(Reason::SecretNotOwned));
+    }
+
+    #[test]
+    fn an_edit_that_recomputes_an_unkeyed_digest_is_drift() {
+        use sha2::{Digest, Sha256};
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let first = run(&ss, &[&k], &[], None);
+        let ss = with_status(ss, &first);
+        let mut edited = applied(&first);
+        edited.data.as_mut().unwrap().insert("password".into(), ByteString(b"changed".to_vec()));
+        let forged = gitseal_shared::hex::encode(&Sha256::digest(b"anything an editor can compute"));
+        edited.metadata.annotations.as_mut().unwrap().insert(DATA_DIGEST_ANNOTATION.into(), forged);
+        let d = run(&ss, &[&k], &[], Some(&edited));
+        assert_eq!(d.outcome, Outcome::DriftReverted);
+        // Under a rotated digest key an untouched Secret costs one re-verification, not drift.
+        let other_key = DigestKey::generate().unwrap();
+        let existing = applied(&first);
+        let d = decide(&Inputs {
+            ss: &ss,
+            group: ApiGroup::Gitseal,
+            keys: &[&k],
+            revoked: &[],
+            existing: Some(&existing),
+            digest_key: &other_key,
+            now: NOW,
+        });
+        assert_eq!(d.outcome, Outcome::Unsealed);
+        assert!(d.private_ops > 0);
+    }
+
+    #[test]
+    fn debug_output_never_shows_secret_values() {
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let d = run(&ss, &[&k], &[], None);
+        let existing = applied(&d);
+        let printed = format!("{d:?}");
+        assert!(printed.contains("data redacted") && !printed.contains("hunter2"));
+        let inputs = Inputs {
+            ss: &ss,
+            group: ApiGroup::Gitseal,
+            keys: &[&k],
+            revoked: &[],
+            existing: Some(&existing),
+            digest_key: digest_key(),
+            now: NOW,
+        };
+        let printed = format!("{inputs:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("104, 117, 110"));
     }
 }
