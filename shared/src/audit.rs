@@ -57,7 +57,8 @@ pub struct SecretRead {
     pub scope: ReadScope,
     /// The apiserver's audit ID: one request, however many times the event was delivered.
     pub audit_id: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Named as in the apiserver's events.
+    #[serde(rename = "sourceIPs", default, skip_serializing_if = "Vec::is_empty")]
     pub source_ips: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
