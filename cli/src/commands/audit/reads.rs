@@ -41,14 +41,19 @@ pub fn load(source: &ReadSource, namespace: &str, name: &str, direct: bool) -> R
         ReadSource::Controller(i) | ReadSource::Apiserver(i) => i,
     };
     let skipped = each_line(input, |line| {
+        // Unparsable lines count as skipped; records or events that are not reads do not.
         let rec = match source {
             ReadSource::Controller(_) => {
                 let r: AuditRecord = serde_json::from_str(line).ok()?;
-                (r.action == SECRET_READ).then_some(r)?
+                if r.action != SECRET_READ {
+                    return Some(());
+                }
+                r
             }
             ReadSource::Apiserver(_) => {
                 let ev = apiserver_audit::parse_event_line(line).ok()?;
-                apiserver_audit::secret_read(&ev, "")?
+                let Some(r) = apiserver_audit::secret_read(&ev, "") else { return Some(()) };
+                r
             }
         };
         if reads(&rec, namespace, name, direct) {
