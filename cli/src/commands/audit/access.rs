@@ -236,3 +236,42 @@ fn print(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitseal_shared::audit::{Caller, Outcome};
+
+    fn read(user: &str, groups: &[&str], outcome: Outcome, time: &str) -> AuditRecord {
+        let mut r = AuditRecord::new(time.into(), "SecretRead", outcome);
+        r.caller = Some(Caller { user: user.into(), groups: groups.iter().map(|g| (*g).to_string()).collect() });
+        r
+    }
+
+    fn subject(kind: &str, name: &str, namespace: Option<&str>) -> Checked {
+        let who = Who { kind: kind.into(), name: name.into(), namespace: namespace.map(Into::into) };
+        Checked { grant: Grant { who, verbs: ["get"].into(), via: Default::default() }, confirmed: vec!["get"] }
+    }
+
+    #[test]
+    fn reads_are_counted_per_subject_and_the_unexplained_readers_listed() {
+        let did = [
+            read("alice", &["devs"], Outcome::Success, "2026-01-01T00:00:01Z"),
+            read("alice", &["devs"], Outcome::Success, "2026-01-01T00:00:03Z"),
+            read("bob", &["devs"], Outcome::Success, "2026-01-01T00:00:02Z"),
+            read("system:serviceaccount:app:ci", &[], Outcome::Success, "2026-01-01T00:00:04Z"),
+            read("root", &["system:masters"], Outcome::Success, "2026-01-01T00:00:05Z"),
+            read("mallory", &[], Outcome::Failure, "2026-01-01T00:00:06Z"),
+        ];
+        let checked =
+            [subject("User", "alice", None), subject("Group", "devs", None), subject("ServiceAccount", "ci", None)];
+        assert_eq!(reads_of(&checked[0].grant.who, "app", &did), (2, Some("2026-01-01T00:00:03Z")));
+        assert_eq!(reads_of(&checked[1].grant.who, "app", &did).0, 3, "a group counts its members' reads");
+        assert_eq!(reads_of(&checked[2].grant.who, "app", &did).0, 1, "a ServiceAccount of the Secret's namespace");
+        assert_eq!(
+            unexplained(&checked, "app", &did),
+            vec![("root", 1, "2026-01-01T00:00:05Z")],
+            "refused attempts are not reads; readers outside RBAC are"
+        );
+    }
+}
