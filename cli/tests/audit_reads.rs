@@ -174,6 +174,28 @@ async fn the_apiserver_reports_exactly_who_read_a_gitseal_secret_and_strangers_a
     let table = gitseal(&["audit", "reads", &format!("{ns_name}/db"), &log.display().to_string(), "--direct"])?;
     assert!(table.contains("alice") && table.contains("bob") && table.contains("2 read(s)"), "{table}");
 
+    // Who can and who did, side by side: carol may read db but did not.
+    let kubeconfig = plane.kubeconfig_path().display().to_string();
+    let access: Value = serde_json::from_str(&gitseal(&[
+        "audit",
+        "access",
+        &target,
+        "--log",
+        &log.display().to_string(),
+        "--kubeconfig",
+        &kubeconfig,
+        "-o",
+        "json",
+    ])?)?;
+    let did: BTreeMap<&str, i64> = access["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "User")
+        .map(|s| (s["name"].as_str().unwrap(), s["reads"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(did, BTreeMap::from([("alice", 1), ("bob", 1), ("carol", 0)]), "{access:#}");
+
     // Strangers: no client certificate and no token, then a made-up token.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let ca = ureq::tls::Certificate::from_pem(hook.ca_pem.as_bytes())?;
