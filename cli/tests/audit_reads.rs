@@ -68,8 +68,12 @@ async fn the_apiserver_reports_exactly_who_read_a_gitseal_secret_and_strangers_a
     let ns = TestNamespace::create(admin.clone()).await?;
     let ns_name = ns.name().to_string();
 
+    // The apiserver authenticates with its client certificate; a token works as well.
+    let token_file = plane.dir().join("audit-webhook.token");
+    std::fs::write(&token_file, "t0ken-for-the-apiserver\n")?;
     let mut flags = vec!["--key-size=2048".to_string(), "--key-renew-period=0".to_string()];
     flags.extend(hook.controller_flags());
+    flags.push(format!("--audit-webhook-token-file={}", token_file.display()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let controller =
         GitsealController::start(&plane, &controller_binary()?, &ns_name, Some(&ns_name), "gitseal", &flags).await?;
@@ -215,10 +219,21 @@ async fn the_apiserver_reports_exactly_who_read_a_gitseal_secret_and_strangers_a
     assert_eq!(resp.status().as_u16(), 401);
     let resp = agent.post(&url).header("Authorization", "Bearer guessed").send(&forged[..])?;
     assert_eq!(resp.status().as_u16(), 401);
+    let oversized = vec![b' '; 5 * 1024 * 1024];
+    let resp = agent.post(&url).header("Authorization", "Bearer t0ken-for-the-apiserver").send(&oversized[..])?;
+    assert_eq!(resp.status().as_u16(), 413, "an authenticated but oversized body is refused");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = std::fs::read_to_string(&log)?;
     assert!(!text.contains("mallory"), "an unauthenticated body is never recorded");
     assert!(text.contains("AuditWebhookRefused"), "the refusal is audited");
+
+    // The right token is accepted, and a batch delivered twice is recorded once.
+    for _ in 0..2 {
+        let resp = agent.post(&url).header("Authorization", "Bearer t0ken-for-the-apiserver").send(&forged[..])?;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let text = std::fs::read_to_string(&log)?;
+    assert_eq!(text.matches("forged-1").count(), 1, "one record per audit ID");
     ns.delete().await?;
     Ok(())
 }

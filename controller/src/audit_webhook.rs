@@ -167,6 +167,8 @@ struct Receiver {
     token: Option<TokenDigest>,
     seen: Mutex<Seen>,
     max_body: usize,
+    /// Refusals audited per client: one a second, bursts of five (a flood costs log lines).
+    refusals: crate::http::RateLimiter,
 }
 
 fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
@@ -297,8 +299,14 @@ pub async fn serve(
     for (idx, (api, wc)) in watches.into_iter().enumerate() {
         tasks.push(tokio::spawn(track(api, wc, known.clone(), idx)));
     }
-    let receiver =
-        Arc::new(Receiver { shared, known, token, seen: Mutex::new(Seen::default()), max_body: cfg.max_body_bytes });
+    let receiver = Arc::new(Receiver {
+        shared,
+        known,
+        token,
+        seen: Mutex::new(Seen::default()),
+        max_body: cfg.max_body_bytes,
+        refusals: crate::http::RateLimiter::new(1.0, 5),
+    });
     let app = router(receiver);
     tracing::info!(addr = %cfg.addr, "audit webhook receiver listening");
     let result = loop {
@@ -344,7 +352,7 @@ fn router(receiver: Arc<Receiver>) -> Router {
 }
 
 fn refuse(r: &Receiver, peer: &Peer, code: StatusCode, reason: &str, detail: &str) -> Response {
-    if r.shared.rate_limiter.allow(peer.remote.ip(), Instant::now()) {
+    if r.refusals.allow(peer.remote.ip(), Instant::now()) {
         let mut rec = AuditLog::record("AuditWebhookRefused", Outcome::Failure);
         rec.reason = Some(reason.into());
         rec.message = Some(format!("from {}: {detail}", peer.remote.ip()));
