@@ -36,7 +36,7 @@ use futures::StreamExt as _;
 use gitseal_shared::apiserver_audit::{self, Covered, MAX_EVENTS};
 use gitseal_shared::audit::{Outcome, ReadScope};
 use gitseal_shared::types::ApiGroup;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher;
@@ -54,6 +54,13 @@ use crate::decide::MANAGED_LABEL;
 
 /// Metadata-only requests: gitseal never asks for a Secret's data here.
 type MetaApi = Api<PartialObjectMeta<DynamicObject>>;
+
+/// A client that has not finished its TLS handshake, or sent its request headers, by then is
+/// dropped (no connection is held open by a silent peer).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an authenticated client may take to send its body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Audit IDs remembered for deduplication (a retried batch is recorded once).
 const SEEN_CAPACITY: usize = 65_536;
@@ -319,10 +326,14 @@ pub async fn serve(
         };
         let (tls, app) = (tls.clone(), app.clone());
         tokio::spawn(async move {
-            let stream = match tls.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "audit webhook TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "audit webhook TLS handshake timed out");
                     return;
                 }
             };
@@ -333,10 +344,9 @@ pub async fn serve(
                 req.extensions_mut().insert(peer);
                 app.clone().oneshot(req.map(axum::body::Body::new))
             });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%remote, error = %e, "audit webhook connection ended");
             }
         });
@@ -373,9 +383,11 @@ async fn receive(State(r): State<Arc<Receiver>>, Extension(peer): Extension<Peer
             "present the client certificate or bearer token of the webhook kubeconfig",
         );
     }
-    let body = match axum::body::to_bytes(req.into_body(), r.max_body).await {
-        Ok(b) => b,
-        Err(_) => {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(req.into_body(), r.max_body)).await;
+    let body = match read {
+        Ok(Ok(b)) => b,
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "body not received in time\n").into_response(),
+        Ok(Err(_)) => {
             return refuse(
                 &r,
                 &peer,
