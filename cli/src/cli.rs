@@ -13,7 +13,7 @@ mod audit;
 mod keys;
 mod online;
 
-pub use audit::{AuditAccessArgs, AuditArgs, AuditCommand, AuditFilterArgs, OutcomeArg};
+pub use audit::{AuditAccessArgs, AuditArgs, AuditCommand, AuditFilterArgs, AuditReadsArgs, OutcomeArg};
 pub use keys::KeysCommand;
 pub use online::{CertArgs, ClusterArgs, NamespaceArg, OutputArg, ScanArgs};
 

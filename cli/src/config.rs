@@ -24,7 +24,7 @@ use gitseal_shared::seal::SealOptions;
 use gitseal_shared::types::ApiGroup;
 
 use crate::cli::{self, ApiArg, Cli, Command, FormatArg, KeyType, RecipientArgs, ReportFormat, ScopeArg};
-pub use online::{AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ScanConfig};
+pub use online::{AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ReadSource, ScanConfig};
 
 #[derive(Debug)]
 pub enum Config {

@@ -177,6 +177,26 @@ pub struct RunArgs {
     /// Each listener: requests handled at once; beyond it 503 with Retry-After.
     #[arg(long, env = "GITSEAL_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
     pub max_concurrent_requests: usize,
+    /// Address of the kube-apiserver audit webhook receiver (HTTPS, POST /audit): who read
+    /// gitseal's Secrets, recorded as SecretRead (docs/audit-reads.md); off when not set.
+    #[arg(long, env = "GITSEAL_AUDIT_WEBHOOK_ADDR", requires_all = ["audit_webhook_tls_cert", "audit_webhook_tls_key"])]
+    pub audit_webhook_addr: Option<SocketAddr>,
+    /// Serving certificate (PEM) of the audit webhook receiver.
+    #[arg(long, env = "GITSEAL_AUDIT_WEBHOOK_TLS_CERT")]
+    pub audit_webhook_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the audit webhook receiver's serving certificate.
+    #[arg(long, env = "GITSEAL_AUDIT_WEBHOOK_TLS_KEY")]
+    pub audit_webhook_tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates may post audit events (the kube-apiserver's, from its
+    /// webhook kubeconfig). At least this or --audit-webhook-token-file is required.
+    #[arg(long, env = "GITSEAL_AUDIT_WEBHOOK_CLIENT_CA")]
+    pub audit_webhook_client_ca: Option<PathBuf>,
+    /// File holding the bearer token the kube-apiserver sends (its webhook kubeconfig's `token`).
+    #[arg(long, env = "GITSEAL_AUDIT_WEBHOOK_TOKEN_FILE")]
+    pub audit_webhook_token_file: Option<PathBuf>,
+    /// Largest audit webhook body accepted, in bytes (one batch of events).
+    #[arg(long, env = "GITSEAL_AUDIT_WEBHOOK_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub audit_webhook_max_body_bytes: usize,
     /// Log format on stderr.
     #[arg(long, env = "GITSEAL_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -230,6 +250,17 @@ impl Default for ListenerLimits {
     }
 }
 
+/// Settings of the kube-apiserver audit webhook receiver ([`crate::audit_webhook`]).
+#[derive(Debug, Clone)]
+pub struct AuditWebhookConfig {
+    pub addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub max_body_bytes: usize,
+}
+
 /// The resolved configuration every module reads.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -258,6 +289,7 @@ pub struct Config {
     pub lease_duration: Duration,
     pub identity: String,
     pub aggregated: Option<AggregatedConfig>,
+    pub audit_webhook: Option<AuditWebhookConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub budget: BudgetConfig,
@@ -302,6 +334,24 @@ impl RunArgs {
             .then(|| time::Duration::try_from(self.key_renew_period))
             .transpose()
             .context("--key-renew-period is too large")?;
+        let audit_webhook = match (self.audit_webhook_addr, self.audit_webhook_tls_cert, self.audit_webhook_tls_key) {
+            (Some(addr), Some(tls_cert), Some(tls_key)) => {
+                if self.audit_webhook_client_ca.is_none() && self.audit_webhook_token_file.is_none() {
+                    bail!(
+                        "--audit-webhook-addr needs a way to authenticate the kube-apiserver: --audit-webhook-client-ca or --audit-webhook-token-file"
+                    );
+                }
+                Some(AuditWebhookConfig {
+                    addr,
+                    tls_cert,
+                    tls_key,
+                    client_ca: self.audit_webhook_client_ca,
+                    token_file: self.audit_webhook_token_file,
+                    max_body_bytes: self.audit_webhook_max_body_bytes,
+                })
+            }
+            _ => None,
+        };
         Ok(Config {
             namespace,
             namespaces: self.namespaces.into_iter().filter(|s| !s.is_empty()).collect(),
@@ -337,6 +387,7 @@ impl RunArgs {
                 }),
                 _ => None,
             },
+            audit_webhook,
             log_format: self.log_format,
             log_level: self.log_level,
             budget: BudgetConfig {
@@ -425,5 +476,17 @@ mod tests {
         assert_eq!(c.key_max_clock_skew, time::Duration::minutes(5));
         let err = Cli::try_parse_from(["x", "--backup-recipients", "age1nope"]).unwrap().run.resolve().unwrap_err();
         assert!(err.to_string().contains("not an age recipient"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_webhook_refuses_to_start_without_a_way_to_authenticate_the_apiserver() {
+        let base =
+            ["x", "--audit-webhook-addr=127.0.0.1:8443", "--audit-webhook-tls-cert=c", "--audit-webhook-tls-key=k"];
+        let err = Cli::try_parse_from(base).unwrap().run.resolve().unwrap_err();
+        assert!(err.to_string().contains("--audit-webhook-client-ca"), "{err}");
+        let with_token = base.iter().copied().chain(["--audit-webhook-token-file=t"]);
+        let c = Cli::try_parse_from(with_token).unwrap().run.resolve().unwrap();
+        assert!(c.audit_webhook.is_some_and(|w| w.token_file.is_some() && w.client_ca.is_none()));
+        assert!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().audit_webhook.is_none());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod aggregated;
 pub mod audit;
+pub mod audit_webhook;
 pub mod budget;
 pub mod config;
 pub mod crd;
@@ -159,6 +160,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             if let Err(e) = aggregated::serve(shared, agg, stop).await {
                 tracing::error!(error = %format!("{e:#}"), "aggregated API stopped");
+            }
+        });
+    }
+    if let Some(hook) = shared.config.audit_webhook.clone() {
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = audit_webhook::serve(shared, hook, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "audit webhook receiver stopped");
             }
         });
     }

@@ -36,6 +36,40 @@ pub struct Caller {
     pub groups: Vec<String>,
 }
 
+/// What a read covered: the one Secret it named, or every Secret of a namespace or the cluster
+/// (a `list`/`watch` without a name returns them all, gitseal's included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadScope {
+    Object,
+    Namespace,
+    Cluster,
+}
+
+/// The kube-apiserver's account of one read of a Secret (`action: SecretRead`). The reader is
+/// the record's `caller`, the time its `time` (the event's `stageTimestamp`), the Secret its
+/// `object` (no name for a namespace- or cluster-wide read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRead {
+    /// `get`, `list` or `watch`.
+    pub verb: String,
+    pub scope: ReadScope,
+    /// The apiserver's audit ID: one request, however many times the event was delivered.
+    pub audit_id: String,
+    /// Named as in the apiserver's events.
+    #[serde(rename = "sourceIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The identity the caller impersonated, if any (then `caller` is who authenticated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated: Option<Caller>,
+    /// HTTP status the apiserver answered: a 403 is an attempt, not a read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -62,6 +96,10 @@ pub struct AuditRecord {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<Caller>,
+    /// For `SecretRead`: how the kube-apiserver says the Secret was read (see
+    /// [`crate::apiserver_audit`]). Absent on every other action, so older lines hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<SecretRead>,
     /// Which controller replica wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -81,6 +119,7 @@ impl AuditRecord {
             reason: None,
             message: None,
             caller: None,
+            read: None,
             actor: None,
             prev: GENESIS.into(),
             hash: None,

@@ -19,6 +19,7 @@
 //! [`crate::reaper`] watchdog stops it when the process exits.
 
 pub(crate) mod access;
+mod audit;
 mod launch;
 
 use std::{
@@ -30,6 +31,7 @@ use kube::Client;
 use tempfile::TempDir;
 
 pub use access::ServiceAccountAccess;
+pub use audit::{AuditOptions, AuditWebhookFiles};
 
 use crate::{
     ChildProcess, Error, Peer, Result,
@@ -67,6 +69,7 @@ pub struct ControlPlane {
     etcd_url: String,
     kubeconfig: PathBuf,
     admin: kube::Config,
+    audit_webhook: Option<AuditWebhookFiles>,
     started_in: Duration,
     dir: TempDir,
 }
@@ -100,6 +103,12 @@ impl ControlPlane {
 
     /// Starts a private control plane, stopped when the value is dropped.
     pub async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// [`Self::start`], with kube-apiserver auditing to a webhook when `audit` is given (see
+    /// [`AuditWebhookFiles`]); the shared control plane never does.
+    pub async fn start_with(audit: Option<AuditOptions>) -> Result<Self> {
         // kube builds rustls configs from the process default provider; make it aws-lc-rs even if
         // another crate in the graph enables ring. Already installed is fine.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -108,7 +117,7 @@ impl ControlPlane {
         let kcm = Peer::KubeControllerManager.path()?;
         let mut attempt = 1;
         loop {
-            match Self::start_once(&etcd, &apiserver, &kcm).await {
+            match Self::start_once(&etcd, &apiserver, &kcm, audit.as_ref()).await {
                 Err(e) if attempt < 3 && chain(&e).contains("address already in use") => {
                     tracing::warn!("a port was taken while starting the control plane, retrying: {e}");
                     attempt += 1;
@@ -118,7 +127,12 @@ impl ControlPlane {
         }
     }
 
-    async fn start_once(etcd_bin: &Path, apiserver_bin: &Path, kcm_bin: &Path) -> Result<Self> {
+    async fn start_once(
+        etcd_bin: &Path,
+        apiserver_bin: &Path,
+        kcm_bin: &Path,
+        audit: Option<&AuditOptions>,
+    ) -> Result<Self> {
         let begin = Instant::now();
         let deadline = begin + launch::start_timeout();
         let dir = reaper::tempdir("control-plane-")?;
@@ -134,11 +148,13 @@ impl ControlPlane {
         launch::wait_etcd(&mut etcd, &etcd_url, deadline).await?;
 
         let server = format!("https://127.0.0.1:{port}");
-        let mut apiserver = ChildProcess::spawn(
-            "kube-apiserver",
-            launch::apiserver_command(apiserver_bin, &pki, &etcd_url, port),
-            dir.path().join("kube-apiserver.log"),
-        )?;
+        let audit_webhook = audit.map(|a| AuditWebhookFiles::generate(&pki_dir, a)).transpose()?;
+        let mut apiserver_cmd = launch::apiserver_command(apiserver_bin, &pki, &etcd_url, port);
+        if let Some(a) = &audit_webhook {
+            apiserver_cmd.args(a.apiserver_flags());
+        }
+        let mut apiserver =
+            ChildProcess::spawn("kube-apiserver", apiserver_cmd, dir.path().join("kube-apiserver.log"))?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         let admin = kubeconfig::write(
             &kubeconfig,
@@ -172,6 +188,7 @@ impl ControlPlane {
             etcd_url,
             kubeconfig,
             admin,
+            audit_webhook,
             started_in,
             dir,
         })
@@ -230,6 +247,11 @@ impl ControlPlane {
             client_key: self.pki.files.front_proxy_client_key.clone(),
             allowed_names: &["front-proxy-client"],
         }
+    }
+
+    /// Where kube-apiserver sends audit events, when started with [`AuditOptions`].
+    pub fn audit_webhook(&self) -> Option<&AuditWebhookFiles> {
+        self.audit_webhook.as_ref()
     }
 
     /// The directory holding logs, certificates, kubeconfigs and etcd's data.

@@ -41,7 +41,7 @@ pub mod service_route;
 pub use cluster::{
     TestNamespace, apply_json, install_crds, install_crds_yaml, parse_crds, wait_for, wait_for_object, with_temp_ns,
 };
-pub use control_plane::{ControlPlane, FrontProxyFiles, ServiceAccountAccess};
+pub use control_plane::{AuditOptions, AuditWebhookFiles, ControlPlane, FrontProxyFiles, ServiceAccountAccess};
 pub use error::{Error, Result};
 pub use http_probe::http_get;
 pub use peers::Peer;

@@ -20,6 +20,7 @@ Examples:
 
   gitseal audit verify audit.log               # was a line edited, inserted or removed?
   gitseal audit access prod/db                 # who can read the Secret prod/db?
+  gitseal audit reads prod/db audit.log        # who did read it (the apiserver's account)?
 
 Records are the controller's JSON lines (--audit-log FILE, or its stdout). Lines that are not
 JSON objects (logs mixed in) are skipped by the filter; `audit verify` accepts none.";
@@ -42,6 +43,9 @@ pub enum AuditCommand {
     /// Who can read a Secret: every user, group and ServiceAccount that RBAC lets get, list or
     /// watch it, each confirmed with a SubjectAccessReview
     Access(AuditAccessArgs),
+    /// Who read a Secret: the SecretRead records the controller took from the kube-apiserver's
+    /// audit webhook, or the apiserver's own audit log file
+    Reads(AuditReadsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -116,10 +120,57 @@ pub struct AuditAccessArgs {
     #[arg(long, value_parser = FalseyValueParser::new())]
     pub all: bool,
 
+    /// Also show who DID read it: the controller's audit log (SecretRead records) to count
+    /// reads per subject, side by side with who can; - reads stdin
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Table, env = "GITSEAL_OUTPUT")]
     pub output: OutputArg,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+const READS_HELP: &str = "\
+Examples:
+  gitseal audit reads prod/db /var/log/gitseal/audit.log
+  kubectl logs -n gitseal-system deploy/gitseal-controller | gitseal audit reads prod/db -o json
+  gitseal audit reads prod/db --apiserver-log /var/log/kubernetes/audit.log   # no webhook needed
+  gitseal audit reads prod/db audit.log --direct   # only requests that named prod/db
+
+A list or watch of a whole namespace (or of the cluster) returns every Secret in it, so it is
+shown as a read of prod/db too (SCOPE namespace or cluster) unless --direct is given. CODE is
+the apiserver's answer: 403 is an attempt that was refused. Reads by system:* identities are
+counted but not listed unless --all is given. See docs/audit-reads.md.";
+
+#[derive(Debug, Args)]
+#[command(after_help = READS_HELP)]
+pub struct AuditReadsArgs {
+    /// The Secret: NAMESPACE/NAME
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub secret: String,
+
+    /// The controller's audit log (JSON lines); - or nothing reads stdin
+    #[arg(value_name = "FILE", conflicts_with = "apiserver_log")]
+    pub file: Option<PathBuf>,
+
+    /// Read the kube-apiserver's audit log file (--audit-log-path, JSON lines of audit.k8s.io/v1
+    /// Events) instead of the controller's; - reads stdin
+    #[arg(long, value_name = "FILE")]
+    pub apiserver_log: Option<PathBuf>,
+
+    /// Only requests that named this Secret (no list or watch of its namespace or the cluster)
+    #[arg(long, value_parser = FalseyValueParser::new())]
+    pub direct: bool,
+
+    /// Also show reads by system identities (system:* users: ServiceAccounts, including
+    /// gitseal-controller's own reads while unsealing, kube-controller-manager, nodes)
+    #[arg(long, value_parser = FalseyValueParser::new())]
+    pub all: bool,
+
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Table, env = "GITSEAL_OUTPUT")]
+    pub output: OutputArg,
 }

@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::{Input, RecipientSources, env, usage};
 use crate::cli::{
-    AuditAccessArgs, AuditArgs, AuditCommand, AuditFilterArgs, CertArgs, ClusterArgs, KeysCommand, OutcomeArg,
-    OutputArg, ReportFormat, ScanArgs,
+    AuditAccessArgs, AuditArgs, AuditCommand, AuditFilterArgs, AuditReadsArgs, CertArgs, ClusterArgs, KeysCommand,
+    OutcomeArg, OutputArg, ReportFormat, ScanArgs,
 };
 
 pub const DEFAULT_CONTROLLER_NAME: &str = "gitseal-controller";
@@ -111,7 +111,17 @@ pub struct AuditFilter {
 pub enum AuditConfig {
     Filter { input: Input, filter: AuditFilter, output: Output },
     Verify(Input),
-    Access { namespace: String, name: String, all: bool, output: Output, cluster: ClusterConfig },
+    Access { namespace: String, name: String, all: bool, log: Option<Input>, output: Output, cluster: ClusterConfig },
+    Reads { namespace: String, name: String, source: ReadSource, direct: bool, all: bool, output: Output },
+}
+
+/// Where `gitseal audit reads` finds the reads.
+#[derive(Debug, Clone)]
+pub enum ReadSource {
+    /// The controller's audit log: its SecretRead records.
+    Controller(Input),
+    /// The kube-apiserver's audit log file: audit.k8s.io/v1 Events, one a line.
+    Apiserver(Input),
 }
 
 /// Where `scan` learns which keys are retired or revoked.
@@ -176,8 +186,31 @@ pub fn audit(a: AuditArgs) -> Result<AuditConfig, clap::Error> {
     match a.command {
         Some(AuditCommand::Verify(v)) => Ok(AuditConfig::Verify(Input::from(Some(v.file)))),
         Some(AuditCommand::Access(v)) => access(v),
+        Some(AuditCommand::Reads(v)) => reads(v),
         None => filter(a.filter),
     }
+}
+
+fn secret_ref(s: &str) -> Result<(String, String), clap::Error> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(usage(
+            "audit",
+            ErrorKind::InvalidValue,
+            &format!("{s:?} is not NAMESPACE/NAME: name the Secret as prod/db"),
+        )),
+    }
+}
+
+fn reads(a: AuditReadsArgs) -> Result<AuditConfig, clap::Error> {
+    let (namespace, name) = secret_ref(&a.secret)?;
+    let source = match a.apiserver_log {
+        Some(f) => ReadSource::Apiserver(Input::from(Some(f))),
+        None => ReadSource::Controller(Input::from(a.file)),
+    };
+    Ok(AuditConfig::Reads { namespace, name, source, direct: a.direct, all: a.all, output: a.output.into() })
 }
 
 fn access(a: AuditAccessArgs) -> Result<AuditConfig, clap::Error> {
@@ -195,6 +228,7 @@ fn access(a: AuditAccessArgs) -> Result<AuditConfig, clap::Error> {
         namespace: namespace.to_string(),
         name: name.to_string(),
         all: a.all,
+        log: a.log.map(|f| Input::from(Some(f))),
         output: a.output.into(),
         cluster: ClusterConfig::from_args(a.cluster, None),
     })

@@ -1,8 +1,9 @@
 //! `gitseal audit`: read the controller's audit records (JSON lines), keep those that match
 //! the filters, print a table or JSON; `audit verify` checks the hash chain; `audit access`
-//! answers who can read a Secret.
+//! answers who can read a Secret, `audit reads` who did.
 
 mod access;
+mod reads;
 
 use anyhow::{Result, bail};
 use gitseal_shared::audit::{AuditRecord, Outcome, verify_chain};
@@ -17,8 +18,11 @@ pub fn run(cfg: &AuditConfig) -> Result<()> {
     match cfg {
         AuditConfig::Filter { input, filter, output } => show(input, filter, *output),
         AuditConfig::Verify(input) => verify(input),
-        AuditConfig::Access { namespace, name, all, output, cluster } => {
-            access::run(cluster, namespace, name, *all, *output)
+        AuditConfig::Access { namespace, name, all, log, output, cluster } => {
+            access::run(cluster, namespace, name, *all, log.as_ref(), *output)
+        }
+        AuditConfig::Reads { namespace, name, source, direct, all, output } => {
+            reads::run(source, namespace, name, *direct, *all, *output)
         }
     }
 }
