@@ -123,18 +123,18 @@ pub struct SealArgs {
     #[arg(short = 'f', long, value_name = "FILE", alias = "secret-file", env = "GITSEAL_FILE")]
     pub file: Option<PathBuf>,
 
-    /// Write the SealedSecret(s) to FILE (atomically; never over an existing file). A .yaml/.yml
-    /// name means YAML and .json means JSON, whatever --format says. kubeseal's -w works too
-    /// [default: stdout]
-    #[arg(
-        short = 'o',
-        long,
-        value_name = "FILE",
-        short_alias = 'w',
-        alias = "sealed-secret-file",
-        env = "GITSEAL_OUTPUT"
-    )]
+    /// Write the SealedSecret(s) to FILE, atomically; an existing file only with --force. A
+    /// .yaml/.yml name means YAML and .json means JSON, whatever --format says [default: stdout]
+    #[arg(short = 'o', long, value_name = "FILE", env = "GITSEAL_OUTPUT")]
     pub output: Option<PathBuf>,
+
+    /// kubeseal's -w/--sealed-secret-file: -o FILE that replaces an existing FILE, as kubeseal does
+    #[arg(short = 'w', long = "sealed-secret-file", value_name = "FILE", hide = true, conflicts_with = "output")]
+    pub kubeseal_output: Option<PathBuf>,
+
+    /// Replace the -o file if it exists (atomically: the old content or the new, never a part)
+    #[arg(long, env = "GITSEAL_FORCE", value_parser = FalseyValueParser::new())]
+    pub force: bool,
 
     /// Output format [default: yaml] (kubeseal defaults to json)
     #[arg(long, value_enum, ignore_case = true, env = "GITSEAL_FORMAT")]

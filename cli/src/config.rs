@@ -69,6 +69,8 @@ pub struct RecipientSources {
     pub certs: Vec<String>,
     pub age: Vec<String>,
     pub files: Vec<PathBuf>,
+    /// Where `certs` came from, for messages: `--cert`, or the environment variable that set them.
+    pub certs_from: &'static str,
     /// Fetch the certificate from this cluster's controller (nothing else was given).
     pub controller: Option<ClusterConfig>,
 }
@@ -76,12 +78,18 @@ pub struct RecipientSources {
 impl RecipientSources {
     fn from_args(args: RecipientArgs) -> RecipientSources {
         let mut certs = args.cert;
+        let mut certs_from = "--cert";
         if certs.is_empty()
             && let Some(v) = env("SEALED_SECRETS_CERT")
         {
             certs.push(v);
+            certs_from = "SEALED_SECRETS_CERT";
+        } else if !certs.is_empty()
+            && env("GITSEAL_CERT").is_some_and(|v| v.split(',').eq(certs.iter().map(String::as_str)))
+        {
+            certs_from = "GITSEAL_CERT";
         }
-        RecipientSources { certs, age: args.recipient, files: args.recipients_file, controller: None }
+        RecipientSources { certs, age: args.recipient, files: args.recipients_file, certs_from, controller: None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,6 +112,8 @@ pub struct SealConfig {
     pub mode: SealMode,
     pub input: Input,
     pub output: Option<PathBuf>,
+    /// Replace an existing output file (`--force`, or kubeseal's `-w`).
+    pub force: bool,
     pub format: OutputFormat,
     pub recipients: RecipientSources,
     pub options: SealOptions,
@@ -211,7 +221,11 @@ fn reseal(a: cli::ResealArgs) -> Result<ResealConfig, clap::Error> {
     Ok(ResealConfig { mode, dry_run: a.dry_run, paths: a.paths })
 }
 
-fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+fn seal(mut a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+    let force = a.force || a.kubeseal_output.is_some();
+    if a.output.is_none() {
+        a.output = a.kubeseal_output.take();
+    }
     let cluster = ClusterConfig::from_args(a.cluster, None);
     let mut recipients = RecipientSources::from_args(a.recipients);
     if recipients.is_empty() {
@@ -249,6 +263,9 @@ fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
     if a.merge_into.is_some() && a.output.is_some() {
         return Err(usage("seal", ErrorKind::ArgumentConflict, "--merge-into rewrites its file in place; drop -o"));
     }
+    if force && a.output.is_none() {
+        return Err(usage("seal", ErrorKind::MissingRequiredArgument, "--force replaces the -o file; add -o FILE"));
+    }
     let mode = if a.raw {
         let from_file = match a.from_file {
             Some(spec) => Some(from_file_path(&spec)?),
@@ -268,6 +285,7 @@ fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
         mode,
         input: Input::from(a.file),
         output: a.output,
+        force,
         format,
         recipients,
         options: SealOptions {
@@ -379,8 +397,9 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
-/// The namespace of the kubeconfig's context (`--context`, else the current one), if one is
-/// set. A missing or unreadable kubeconfig is not an error: sealing needs no cluster.
+/// The namespace of the kubeconfig's context (`--context`, else the current one; `default` when
+/// the context sets none, as kubectl). A missing or unreadable kubeconfig is not an error:
+/// sealing needs no cluster, but then the namespace must come from the manifest or `-n`.
 fn kubeconfig_namespace(cluster: &ClusterConfig) -> Option<String> {
     let path = match (&cluster.kubeconfig, std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())) {
         (Some(p), _) => p.clone(),
@@ -399,8 +418,9 @@ fn namespace_in_kubeconfig(text: &str, context: Option<&str>) -> Option<String> 
     };
     let ctx =
         doc.get("contexts")?.as_array()?.iter().find(|c| c.get("name").and_then(|n| n.as_str()) == Some(current))?;
-    let ns = ctx.get("context")?.get("namespace")?.as_str()?;
-    (!ns.is_empty()).then(|| ns.to_string())
+    // As kubectl: a context without a namespace means `default`.
+    let ns = ctx.get("context").and_then(|c| c.get("namespace")).and_then(|n| n.as_str()).unwrap_or("");
+    Some(if ns.is_empty() { "default".to_string() } else { ns.to_string() })
 }
 
 #[cfg(test)]
@@ -413,6 +433,8 @@ mod tests {
         assert_eq!(namespace_in_kubeconfig(text, None).as_deref(), Some("team"));
         assert_eq!(namespace_in_kubeconfig(text, Some("a")).as_deref(), Some("x"));
         assert_eq!(namespace_in_kubeconfig("current-context: a\ncontexts: []\n", None), None);
+        let bare = "current-context: a\ncontexts:\n- name: a\n  context: {cluster: c}\n";
+        assert_eq!(namespace_in_kubeconfig(bare, None).as_deref(), Some("default"));
     }
 
     #[test]

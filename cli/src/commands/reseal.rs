@@ -12,9 +12,11 @@ use anyhow::{Result, bail};
 use gitseal_shared::KeyId;
 use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::seal::{key_hints, target_of};
-use gitseal_shared::value::{DecryptionKey, RecipientSet, encode_base64, order_by_hints};
+use gitseal_shared::types::{ApiGroup, SealedSecretObject};
+use gitseal_shared::value::{DecryptionKey, Format, RecipientSet, decode_base64, encode_base64, order_by_hints};
 
 use crate::commands::open_value;
+use crate::commands::seal::bitnami_can_open;
 use crate::config::{RecipientSources, ResealConfig, ResealMode};
 use crate::edit::{self, ObjectEdits};
 use crate::{io, material, output, table, tree};
@@ -25,6 +27,8 @@ struct Outcome {
     path: PathBuf,
     objects: usize,
     values: usize,
+    /// Objects already sealed for exactly the new recipients: left byte for byte as they were.
+    up_to_date: usize,
     old: BTreeSet<KeyId>,
     /// Key ids the objects declare (key-id annotation), shown when none of them opened.
     declared: BTreeSet<KeyId>,
@@ -109,6 +113,17 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
         }
         let hints = key_hints(&f.object);
         out.declared.extend(hints.iter().cloned());
+        if up_to_date(&f.object, &hints, recipients) {
+            out.up_to_date += 1;
+            continue;
+        }
+        if ApiGroup::of(&f.object) == Some(ApiGroup::Bitnami)
+            && let Err(e) = bitnami_can_open(recipients)
+        {
+            let why = format!("{e} (it is a bitnami.com SealedSecret: convert it to gitseal.dev/v1 first)");
+            out.failures.push((f.label.clone(), "-".into(), why));
+            continue;
+        }
         let ordered = order_by_hints(keys, &hints);
         let mut e = ObjectEdits::new(f.doc, f.item);
         for (item, value) in &f.object.spec.encrypted_data {
@@ -131,13 +146,26 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
         e.set(&["metadata", "annotations", KEY_ID_ANNOTATION], new_ids.clone());
         edits.push(e);
     }
-    if out.failures.is_empty() && !dry_run {
+    if out.failures.is_empty() && !dry_run && !edits.is_empty() {
         let written = edit::apply(&text, &edits).and_then(|updated| io::replace(path, updated.as_bytes()));
         if let Err(e) = written {
             return file_failure(out, e);
         }
     }
     Some(out)
+}
+
+/// Sealed for exactly `recipients` already, as its key ids tell (the key-id annotation), with
+/// every value in the format those recipients give: re-sealing it would only churn Git (Bitnami
+/// issue #1468). Issue #16.
+fn up_to_date(object: &SealedSecretObject, hints: &[KeyId], recipients: &RecipientSet) -> bool {
+    let declared: BTreeSet<&KeyId> = hints.iter().collect();
+    let wanted: BTreeSet<&KeyId> = recipients.key_ids().collect();
+    declared == wanted
+        && object.spec.data.is_none()
+        && object.spec.encrypted_data.values().all(|v| {
+            decode_base64(v).ok().and_then(|b| Format::detect(&b).ok()).is_some_and(|f| f == recipients.format())
+        })
 }
 
 fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool) -> String {
@@ -154,6 +182,7 @@ fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool
             };
             let status = match (o.failures.is_empty(), dry_run) {
                 (false, _) => "FAILED, unchanged",
+                (true, _) if o.up_to_date == o.objects => "up to date",
                 (true, true) => "would re-seal",
                 (true, false) => "re-sealed",
             };
@@ -171,10 +200,12 @@ fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool
     let values: usize = ok.iter().map(|o| o.values).sum();
     let objects: usize = ok.iter().map(|o| o.objects).sum();
     let skipped = scanned - outcomes.len();
+    let current: usize = ok.iter().map(|o| o.up_to_date).sum();
+    let changed = ok.iter().filter(|o| o.up_to_date < o.objects).count();
     out.push_str(&format!(
-        "\n{} {values} value(s) in {objects} object(s) across {} file(s); {skipped} file(s) without SealedSecrets skipped\n",
+        "\n{} {values} value(s) in {} object(s) across {changed} file(s); {current} object(s) already sealed for the new keys left as they were; {skipped} file(s) without SealedSecrets skipped\n",
         if dry_run { "Dry run, nothing written: would re-seal" } else { "Re-sealed" },
-        ok.len()
+        objects - current,
     ));
     let failures: Vec<[String; 4]> = outcomes
         .iter()

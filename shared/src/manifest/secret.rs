@@ -26,6 +26,17 @@ impl PlainSecret {
     /// Read a `v1/Secret` manifest value: `data` (base64) merged with `stringData` (which wins,
     /// as the API server does). Anything that is not a Secret is an error naming what it is.
     pub fn from_value(doc: &Value) -> Result<PlainSecret> {
+        Self::read(doc, false).map(|(secret, _)| secret)
+    }
+
+    /// [`Self::from_value`], but `stringData` numbers and booleans (`port: 5432`,
+    /// `enabled: true`) are taken as their text, as kubeseal does. Returns the keys so taken,
+    /// for a warning; their values are never part of it.
+    pub fn from_value_coercing(doc: &Value) -> Result<(PlainSecret, Vec<String>)> {
+        Self::read(doc, true)
+    }
+
+    fn read(doc: &Value, coerce: bool) -> Result<(PlainSecret, Vec<String>)> {
         let kind = doc.get("kind").and_then(Value::as_str);
         let api = doc.get("apiVersion").and_then(Value::as_str);
         if kind != Some("Secret") || api.is_some_and(|a| a != "v1") {
@@ -40,26 +51,30 @@ impl PlainSecret {
                 .map_err(|e| Error::Manifest(format!("malformed Secret metadata: {e}")))?,
             None => ObjectMeta::default(),
         };
-        let who = metadata.name.clone().unwrap_or_default();
         let mut data = BTreeMap::new();
-        for (key, v) in string_map(doc.get("data"), &who, "data")? {
+        for (key, v) in string_map(doc.get("data"), "data", false)? {
             // The decoder names the offending symbol and its offset, which is plaintext: not repeated.
-            let bytes = decode_base64(v).map_err(|_| {
+            let bytes = decode_base64(&v.text).map_err(|_| {
                 Error::Manifest(format!(
-                    "Secret {who}: data[{key}] is not valid base64; put plain text under stringData instead"
+                    "data[{key}] is not valid base64: encode it, or put plain text under stringData"
                 ))
             })?;
             data.insert(key.clone(), SecretBytes::new(bytes));
         }
-        for (key, v) in string_map(doc.get("stringData"), &who, "stringData")? {
-            data.insert(key.clone(), SecretBytes::from(v.as_bytes()));
+        let mut coerced = Vec::new();
+        for (key, v) in string_map(doc.get("stringData"), "stringData", coerce)? {
+            if v.coerced {
+                coerced.push(key.clone());
+            }
+            data.insert(key.clone(), SecretBytes::from(v.text.as_bytes()));
         }
-        Ok(PlainSecret {
+        let secret = PlainSecret {
             metadata,
             type_: doc.get("type").and_then(Value::as_str).map(str::to_string),
             immutable: doc.get("immutable").and_then(Value::as_bool),
             data,
-        })
+        };
+        Ok((secret, coerced))
     }
 
     /// The `v1/Secret` manifest, values base64-encoded. The returned value holds plaintext:
@@ -82,17 +97,28 @@ impl PlainSecret {
     }
 }
 
-fn string_map<'a>(v: Option<&'a Value>, who: &str, field: &str) -> Result<Vec<(&'a String, &'a str)>> {
+/// A `data`/`stringData` value as text; `coerced` when it was a number or boolean.
+struct Text {
+    text: zeroize::Zeroizing<String>,
+    coerced: bool,
+}
+
+fn string_map<'a>(v: Option<&'a Value>, field: &str, coerce: bool) -> Result<Vec<(&'a String, Text)>> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| match v.as_str() {
-                Some(s) => Ok((k, s)),
-                None => Err(Error::Manifest(format!("Secret {who}: {field}[{k}] must be a string"))),
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k, Text { text: s.clone().into(), coerced: false })),
+                // serde_json prints numbers as Go's strconv does for the values YAML gives
+                // (integers in full, floats in shortest form), booleans as true/false.
+                Value::Number(_) | Value::Bool(_) if coerce => {
+                    Ok((k, Text { text: v.to_string().into(), coerced: true }))
+                }
+                _ => Err(Error::Manifest(format!("{field}[{k}] must be a string: quote the value"))),
             })
             .collect(),
-        Some(_) => Err(Error::Manifest(format!("Secret {who}: {field} must be a mapping of strings"))),
+        Some(_) => Err(Error::Manifest(format!("{field} must be a mapping of key: value strings"))),
     }
 }
 
@@ -115,6 +141,21 @@ mod tests {
             "data": {"password": "not base64!"}});
         let err = PlainSecret::from_value(&doc).unwrap_err().to_string();
         assert!(err.contains("data[password]") && !err.contains("not base64!"), "{err}");
+    }
+
+    #[test]
+    fn string_data_numbers_and_booleans_are_taken_as_text_only_when_asked() {
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "stringData": {"port": 5432, "on": true, "ratio": 1.5, "name": "x"}});
+        let (s, coerced) = PlainSecret::from_value_coercing(&doc).unwrap();
+        assert_eq!(s.data["port"].expose(), b"5432");
+        assert_eq!(s.data["on"].expose(), b"true");
+        assert_eq!(s.data["ratio"].expose(), b"1.5");
+        assert_eq!(coerced, ["on", "port", "ratio"]);
+        let err = PlainSecret::from_value(&doc).unwrap_err().to_string();
+        assert!(err.contains("stringData[on] must be a string: quote") && !err.contains("true"), "{err}");
+        let nested = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "stringData": {"k": {"a": 1}}});
+        assert!(PlainSecret::from_value_coercing(&nested).is_err());
     }
 
     #[test]
