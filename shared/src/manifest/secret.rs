@@ -151,9 +151,9 @@ mod tests {
         assert_eq!(s.data["port"].expose(), b"5432");
         assert_eq!(s.data["on"].expose(), b"true");
         assert_eq!(s.data["ratio"].expose(), b"1.5");
-        assert_eq!(coerced, ["on", "port", "ratio"]);
+        assert_eq!(coerced, ["port", "on", "ratio"], "in the manifest's order");
         let err = PlainSecret::from_value(&doc).unwrap_err().to_string();
-        assert!(err.contains("stringData[on] must be a string: quote") && !err.contains("true"), "{err}");
+        assert!(err.contains("stringData[port] must be a string: quote") && !err.contains("5432"), "{err}");
         let nested = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "stringData": {"k": {"a": 1}}});
         assert!(PlainSecret::from_value_coercing(&nested).is_err());
     }
