@@ -87,3 +87,42 @@ fn json_output_and_the_bitnami_api_give_a_kubeseal_shaped_object() {
 
 "#]]);
 }
+
+/// Issue #16: kubeseal's bare form, `kubeseal --cert c.pem < s.yaml`, gives what kubeseal gives:
+/// a `bitnami.com` SealedSecret as JSON.
+#[test]
+fn the_kubeseal_form_without_a_subcommand_seals_stdin_as_kubeseal_does() {
+    Command::new(cargo_bin!("gitseal"))
+        .current_dir("tests/cmd/errors.in")
+        .env("KUBECONFIG", "/nonexistent")
+        .args(["--cert", "cert.pem"])
+        .stdin(std::fs::read_to_string("tests/cmd/errors.in/secret.yaml").unwrap())
+        .assert()
+        .success()
+        .stderr_eq(str![""])
+        .stdout_eq(str![[r#"
+{
+  "apiVersion": "bitnami.com/v1alpha1",
+  "kind": "SealedSecret",
+  "metadata": {
+    "annotations": {
+      "gitseal.dev/key-id": "SHA256:[..]"
+    },
+    "name": "db",
+    "namespace": "app"
+  },
+  "spec": {
+    "template": {
+      "metadata": {
+        "name": "db",
+        "namespace": "app"
+      }
+    },
+    "encryptedData": {
+      "password": "[..]"
+    }
+  }
+}
+
+"#]]);
+}

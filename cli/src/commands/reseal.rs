@@ -9,11 +9,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use gitseal_shared::KeyId;
-use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::seal::{key_hints, target_of};
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use gitseal_shared::value::{DecryptionKey, Format, RecipientSet, decode_base64, encode_base64, order_by_hints};
+use gitseal_shared::{KeyId, Target};
 
 use crate::commands::open_value;
 use crate::commands::seal::bitnami_can_open;
@@ -113,15 +112,14 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
         }
         let hints = key_hints(&f.object);
         out.declared.extend(hints.iter().cloned());
-        if up_to_date(&f.object, &hints, recipients) {
+        if up_to_date(&f.object, &hints, recipients, keys, &target) {
             out.up_to_date += 1;
+            out.old.extend(recipients.key_ids().cloned());
             continue;
         }
-        if ApiGroup::of(&f.object) == Some(ApiGroup::Bitnami)
-            && let Err(e) = bitnami_can_open(recipients)
-        {
-            let why = format!("{e} (it is a bitnami.com SealedSecret: convert it to gitseal.dev/v1 first)");
-            out.failures.push((f.label.clone(), "-".into(), why));
+        if ApiGroup::of(&f.object) == Some(ApiGroup::Bitnami) && bitnami_can_open(recipients).is_err() {
+            let why = "bitnami.com objects open in Bitnami's controller only when sealed for one certificate: re-seal for one --cert, or make it gitseal.dev/v1";
+            out.failures.push((f.label.clone(), "-".into(), why.into()));
             continue;
         }
         let ordered = order_by_hints(keys, &hints);
@@ -143,7 +141,7 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
                 Err(err) => out.failures.push((f.label.clone(), item.clone(), err.to_string())),
             }
         }
-        e.set(&["metadata", "annotations", KEY_ID_ANNOTATION], new_ids.clone());
+        e.set_key_ids(&f.object, new_ids.clone());
         edits.push(e);
     }
     if out.failures.is_empty() && !dry_run && !edits.is_empty() {
@@ -155,17 +153,31 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
     Some(out)
 }
 
-/// Sealed for exactly `recipients` already, as its key ids tell (the key-id annotation), with
-/// every value in the format those recipients give: re-sealing it would only churn Git (Bitnami
+/// Sealed for exactly `recipients` already, as key ids tell: the key-id annotation, or for a
+/// kubeseal-made object without one, the key that opens each value. Every value must also be in
+/// the format those recipients give. Re-sealing such an object would only churn Git (Bitnami
 /// issue #1468). Issue #16.
-fn up_to_date(object: &SealedSecretObject, hints: &[KeyId], recipients: &RecipientSet) -> bool {
-    let declared: BTreeSet<&KeyId> = hints.iter().collect();
+fn up_to_date(
+    object: &SealedSecretObject,
+    hints: &[KeyId],
+    recipients: &RecipientSet,
+    keys: &[&DecryptionKey],
+    target: &Target,
+) -> bool {
     let wanted: BTreeSet<&KeyId> = recipients.key_ids().collect();
-    declared == wanted
-        && object.spec.data.is_none()
-        && object.spec.encrypted_data.values().all(|v| {
-            decode_base64(v).ok().and_then(|b| Format::detect(&b).ok()).is_some_and(|f| f == recipients.format())
-        })
+    let values = &object.spec.encrypted_data;
+    let formats_agree = values
+        .values()
+        .all(|v| decode_base64(v).ok().and_then(|b| Format::detect(&b).ok()).is_some_and(|f| f == recipients.format()));
+    if object.spec.data.is_some() || values.is_empty() || !formats_agree {
+        return false;
+    }
+    if !hints.is_empty() {
+        return hints.iter().collect::<BTreeSet<_>>() == wanted;
+    }
+    // One RSA recipient: the key that opens each value says whom it was sealed for.
+    recipients.format() == Format::Kubeseal
+        && values.values().all(|v| open_value(keys, target, v).is_ok_and(|o| wanted.contains(&o.key_id)))
 }
 
 fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool) -> String {

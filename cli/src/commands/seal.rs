@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::manifest::secret::PlainSecret;
 use gitseal_shared::manifest::{Document, parse_documents, write_documents};
 use gitseal_shared::seal::{NO_NAMESPACE_HINT, SealOptions, key_hints, seal_secret, target_of};
@@ -162,7 +161,7 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
     if kept_old {
         ids.extend(key_hints(&existing.object));
     }
-    edits.set(&["metadata", "annotations", KEY_ID_ANNOTATION], KeyId::join(ids));
+    edits.set_key_ids(&existing.object, KeyId::join(ids));
     let updated = edit::apply(&text, &[edits]).with_context(context)?;
     io::replace(path, updated.as_bytes())
 }
