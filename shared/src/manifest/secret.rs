@@ -110,15 +110,43 @@ fn string_map<'a>(v: Option<&'a Value>, field: &str, coerce: bool) -> Result<Vec
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k, Text { text: s.clone().into(), coerced: false })),
-                // serde_json prints numbers as Go's strconv does for the values YAML gives
-                // (integers in full, floats in shortest form), booleans as true/false.
-                Value::Number(_) | Value::Bool(_) if coerce => {
-                    Ok((k, Text { text: v.to_string().into(), coerced: true }))
-                }
+                Value::Bool(b) if coerce => Ok((k, Text { text: b.to_string().into(), coerced: true })),
+                Value::Number(n) if coerce => Ok((k, Text { text: number_as_kubeseal(n).into(), coerced: true })),
                 _ => Err(Error::Manifest(format!("{field}[{k}] must be a string: quote the value"))),
             })
             .collect(),
         Some(_) => Err(Error::Manifest(format!("{field} must be a mapping of key: value strings"))),
+    }
+}
+
+/// A number as kubeseal's YAML reader (sigs.k8s.io/yaml) turns it into a string field:
+/// integers in full, floats as Go's `strconv.FormatFloat(f, 'g', -1, 32)` (shortest float32
+/// digits; exponent form below 1e-4 and from 1e6, as `1e+06`).
+fn number_as_kubeseal(n: &serde_json::Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    let f = n.as_f64().unwrap_or_default() as f32;
+    // Rust's `{:e}` gives the shortest digits that read back as the same f32: `-2.5e-7`.
+    let shortest = format!("{f:e}");
+    let (mantissa, exp) = shortest.split_once('e').unwrap_or((&shortest, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if mantissa.starts_with('-') { "-" } else { "" };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if !(-4..6).contains(&exp) {
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{frac}e{exp_sign}{:02}", exp.unsigned_abs());
+    }
+    if exp < 0 {
+        return format!("{sign}0.{}{digits}", "0".repeat(exp.unsigned_abs() as usize - 1));
+    }
+    let point = exp as usize + 1;
+    if digits.len() <= point {
+        format!("{sign}{digits}{}", "0".repeat(point - digits.len()))
+    } else {
+        format!("{sign}{}.{}", &digits[..point], &digits[point..])
     }
 }
 
@@ -156,6 +184,26 @@ mod tests {
         assert!(err.contains("stringData[port] must be a string: quote") && !err.contains("5432"), "{err}");
         let nested = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "stringData": {"k": {"a": 1}}});
         assert!(PlainSecret::from_value_coercing(&nested).is_err());
+    }
+
+    #[test]
+    fn numbers_read_as_text_as_kubeseal_v0_36_6_prints_them() {
+        // Each pair was checked with the real kubeseal --cert … | --recovery-unseal.
+        let cases = [
+            ("5432", "5432"),
+            ("12345678901234567890", "12345678901234567890"),
+            ("1.50", "1.5"),
+            ("1e3", "1000"),
+            ("3.14159265358979", "3.1415927"),
+            ("1e6", "1e+06"),
+            ("0.00001", "1e-05"),
+            ("-2.5e-7", "-2.5e-07"),
+            ("1e21", "1e+21"),
+        ];
+        for (yaml, want) in cases {
+            let n: serde_json::Number = serde_json::from_str(yaml).unwrap();
+            assert_eq!(number_as_kubeseal(&n), want, "{yaml}");
+        }
     }
 
     #[test]
