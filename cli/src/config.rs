@@ -5,8 +5,8 @@
 //! 2. `GITSEAL_<FLAG>` (clap reads it);
 //! 3. kubeseal's `SEALED_SECRETS_<FLAG>` for the flags kubeseal has (`CERT`, `SCOPE`, `FORMAT`,
 //!    `ALLOW_EMPTY_DATA`, `RECOVERY_PRIVATE_KEY`);
-//! 4. for the namespace only: the current context's namespace in `$KUBECONFIG` (first file) or
-//!    `~/.kube/config`;
+//! 4. for the namespace only: the context's namespace in the kubeconfig (`--kubeconfig`, every
+//!    `$KUBECONFIG` file merged, or `~/.kube/config`; `default` if the context sets none);
 //! 5. the built-in default.
 //!
 //! Cluster access and the controller's name and namespace are resolved in [`online`].
@@ -22,6 +22,7 @@ use gitseal_shared::Scope;
 use gitseal_shared::manifest::OutputFormat;
 use gitseal_shared::seal::SealOptions;
 use gitseal_shared::types::ApiGroup;
+use kube::config::Kubeconfig;
 
 use crate::cli::{self, ApiArg, Cli, Command, FormatArg, KeyType, RecipientArgs, ReportFormat, ScopeArg};
 pub use online::{AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ScanConfig};
@@ -398,29 +399,23 @@ fn truthy(v: &str) -> bool {
 }
 
 /// The namespace of the kubeconfig's context (`--context`, else the current one; `default` when
-/// the context sets none, as kubectl). A missing or unreadable kubeconfig is not an error:
-/// sealing needs no cluster, but then the namespace must come from the manifest or `-n`.
+/// the context sets none, as kubectl). The kubeconfig is `--kubeconfig`, else every file of
+/// `$KUBECONFIG` merged (kube's own [`Kubeconfig`], as the online commands read it), else
+/// `~/.kube/config`. A missing or unreadable kubeconfig is not an error: sealing needs no
+/// cluster, but then the namespace must come from the manifest or `-n`.
 fn kubeconfig_namespace(cluster: &ClusterConfig) -> Option<String> {
-    let path = match (&cluster.kubeconfig, std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())) {
-        (Some(p), _) => p.clone(),
-        (None, Some(list)) => std::env::split_paths(&list).next()?,
-        (None, None) => PathBuf::from(std::env::var_os("HOME")?).join(".kube").join("config"),
+    let kubeconfig = match &cluster.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
     };
-    let text = std::fs::read_to_string(path).ok()?;
-    namespace_in_kubeconfig(&text, cluster.context.as_deref())
+    namespace_in_kubeconfig(&kubeconfig.ok()?, cluster.context.as_deref())
 }
 
-fn namespace_in_kubeconfig(text: &str, context: Option<&str>) -> Option<String> {
-    let doc = gitseal_shared::manifest::parse_documents(text).ok()?.into_iter().next()?.value;
-    let current = match context {
-        Some(c) => c,
-        None => doc.get("current-context")?.as_str()?,
-    };
-    let ctx =
-        doc.get("contexts")?.as_array()?.iter().find(|c| c.get("name").and_then(|n| n.as_str()) == Some(current))?;
-    // As kubectl: a context without a namespace means `default`.
-    let ns = ctx.get("context").and_then(|c| c.get("namespace")).and_then(|n| n.as_str()).unwrap_or("");
-    Some(if ns.is_empty() { "default".to_string() } else { ns.to_string() })
+fn namespace_in_kubeconfig(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<String> {
+    let current = context.or(kubeconfig.current_context.as_deref())?;
+    let ctx = kubeconfig.contexts.iter().find(|c| c.name == current)?;
+    let ns = ctx.context.as_ref().and_then(|c| c.namespace.clone()).filter(|n| !n.is_empty());
+    Some(ns.unwrap_or_else(|| "default".to_string()))
 }
 
 #[cfg(test)]
@@ -429,12 +424,13 @@ mod tests {
 
     #[test]
     fn the_current_contexts_namespace_is_taken_from_a_kubeconfig() {
-        let text = "apiVersion: v1\nkind: Config\ncurrent-context: b\ncontexts:\n- name: a\n  context: {namespace: x}\n- name: b\n  context: {cluster: c, namespace: team}\n";
-        assert_eq!(namespace_in_kubeconfig(text, None).as_deref(), Some("team"));
-        assert_eq!(namespace_in_kubeconfig(text, Some("a")).as_deref(), Some("x"));
-        assert_eq!(namespace_in_kubeconfig("current-context: a\ncontexts: []\n", None), None);
+        let kc = |text: &str| Kubeconfig::from_yaml(text).unwrap();
+        let text = "apiVersion: v1\nkind: Config\ncurrent-context: b\ncontexts:\n- name: a\n  context: {cluster: c, namespace: x}\n- name: b\n  context: {cluster: c, namespace: team}\n";
+        assert_eq!(namespace_in_kubeconfig(&kc(text), None).as_deref(), Some("team"));
+        assert_eq!(namespace_in_kubeconfig(&kc(text), Some("a")).as_deref(), Some("x"));
+        assert_eq!(namespace_in_kubeconfig(&kc("current-context: a\ncontexts: []\n"), None), None);
         let bare = "current-context: a\ncontexts:\n- name: a\n  context: {cluster: c}\n";
-        assert_eq!(namespace_in_kubeconfig(bare, None).as_deref(), Some("default"));
+        assert_eq!(namespace_in_kubeconfig(&kc(bare), None).as_deref(), Some("default"));
     }
 
     #[test]

@@ -126,3 +126,35 @@ fn the_kubeseal_form_without_a_subcommand_seals_stdin_as_kubeseal_does() {
 
 "#]]);
 }
+
+/// Issue #16 / #13 item 7: with no namespace in the manifest and no `-n`, the kubeconfig context
+/// gives it, read from every `$KUBECONFIG` file merged (the current context named in the first
+/// file, defined in the second), as kubectl and the online commands read it.
+#[test]
+fn the_namespace_comes_from_every_kubeconfig_file_merged() {
+    Command::new(cargo_bin!("gitseal"))
+        .current_dir("tests/cmd/habits.in")
+        .env("KUBECONFIG", "first.kubeconfig:second.kubeconfig")
+        .args(["seal", "--cert", "cert.pem", "-f", "no-namespace.yaml"])
+        .assert()
+        .success()
+        .stderr_eq(str![""])
+        .stdout_eq(str![[r#"
+---
+apiVersion: gitseal.dev/v1
+kind: SealedSecret
+metadata:
+  annotations:
+    gitseal.dev/key-id: SHA256:08AwOgD6G6+3HcH8fHx80xFy3aWImVmb1hErciyxfRQ
+  name: db
+  namespace: team
+spec:
+  encryptedData:
+    password: [..]
+  template:
+    metadata:
+      name: db
+      namespace: team
+
+"#]]);
+}
