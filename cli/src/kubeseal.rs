@@ -60,6 +60,16 @@ const KUBECTL_FLAGS: [&str; 14] = [
 /// from kubeseal's form. `Err` is a one-line message for a usage error (exit status 2).
 pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    if first == "seal" {
+        // kubeseal's mode flags after `seal`: clap would suggest a look-alike (`--recipient`
+        // for `--re-encrypt`); say which gitseal command does that instead.
+        for arg in args.iter().skip(2).take_while(|a| *a != "--") {
+            let (flag, _) = split_flag(&arg.to_string_lossy());
+            if let Some(command) = mode_command(&flag) {
+                return Err(format!("kubeseal's {flag} is `{command}` in gitseal, not a flag of gitseal seal"));
+            }
+        }
+    }
     if !first.starts_with('-') || matches!(first, "-h" | "--help" | "-V" | "--version") {
         return Ok(args);
     }
@@ -197,6 +207,17 @@ fn split_flag(arg: &str) -> (String, Option<String>) {
     }
 }
 
+/// The gitseal command for one of kubeseal's mode flags.
+fn mode_command(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "--fetch-cert" => "gitseal cert",
+        "--validate" => "gitseal validate FILE",
+        "--re-encrypt" => "gitseal reseal FILE",
+        "--recovery-unseal" | "--recovery-private-key" => "gitseal unseal --key FILE",
+        _ => return None,
+    })
+}
+
 fn set_mode(mode: &mut Mode, to: Mode, inline: Option<&str>) -> Result<(), String> {
     if inline.is_some_and(|v| v.eq_ignore_ascii_case("false")) {
         return Ok(());
@@ -288,5 +309,8 @@ mod tests {
         assert!(t(&["--recovery-unseal"]).unwrap_err().contains("--recovery-private-key"));
         assert!(t(&["--fetch-cert", "--validate"]).unwrap_err().contains("separate modes"));
         assert!(t(&["--bogus"]).unwrap_err().contains("gitseal --help"));
+        assert!(t(&["seal", "--cert", "c", "--re-encrypt"]).unwrap_err().contains("`gitseal reseal FILE`"));
+        assert!(t(&["seal", "--fetch-cert"]).unwrap_err().contains("`gitseal cert`"));
+        assert_eq!(t(&["seal", "--", "--fetch-cert"]).unwrap(), ["seal", "--", "--fetch-cert"]);
     }
 }
