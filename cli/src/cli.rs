@@ -158,7 +158,7 @@ pub struct SealArgs {
     pub name: Option<String>,
 
     /// Namespace: must match the Secret's own unless cluster-wide; fills it in when missing
-    /// [default: the kubeconfig's namespace, else default]
+    /// [default: the kubeconfig context's namespace; with no kubeconfig, one is required]
     #[arg(short = 'n', long, env = "GITSEAL_NAMESPACE")]
     pub namespace: Option<String>,
 
