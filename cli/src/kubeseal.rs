@@ -80,7 +80,6 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let mut format: Option<OsString> = None;
     let mut rest: Vec<OsString> = Vec::new();
     let mut api_given = false;
-    let mut output_file = false;
 
     let mut i = 1;
     while i < args.len() {
@@ -120,10 +119,7 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
                 };
                 match (flag.as_str(), to) {
                     ("--secret-file", _) => file = Some(value),
-                    ("--sealed-secret-file", _) => {
-                        output_file = true;
-                        rest.extend(["-w".into(), value]);
-                    }
+                    ("--sealed-secret-file", _) => rest.extend(["-w".into(), value]),
                     ("--format", _) => format = Some(value),
                     ("--recovery-private-key", _) => keys.push(value),
                     ("--api", Some(to)) => {
@@ -146,7 +142,8 @@ pub fn translate(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             let env_format = ["GITSEAL_FORMAT", "SEALED_SECRETS_FORMAT"].iter().any(|v| std::env::var_os(v).is_some());
             match format {
                 Some(f) => out.extend(["--format".into(), f]),
-                None if !output_file && !env_format => out.extend(["--format".into(), "json".into()]),
+                // As kubeseal: JSON unless `-w` names a .yaml/.yml file (config picks by extension).
+                None if !env_format => out.extend(["--format".into(), "json".into()]),
                 None => {}
             }
             if let Some(f) = file {

@@ -214,8 +214,12 @@ fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool
     let skipped = scanned - outcomes.len();
     let current: usize = ok.iter().map(|o| o.up_to_date).sum();
     let changed = ok.iter().filter(|o| o.up_to_date < o.objects).count();
+    let up_to_date = match current {
+        0 => String::new(),
+        n => format!("; {n} object(s) already sealed for the new keys left as they were"),
+    };
     out.push_str(&format!(
-        "\n{} {values} value(s) in {} object(s) across {changed} file(s); {current} object(s) already sealed for the new keys left as they were; {skipped} file(s) without SealedSecrets skipped\n",
+        "\n{} {values} value(s) in {} object(s) across {changed} file(s){up_to_date}; {skipped} file(s) without SealedSecrets skipped\n",
         if dry_run { "Dry run, nothing written: would re-seal" } else { "Re-sealed" },
         objects - current,
     ));
