@@ -173,7 +173,10 @@ fn up_to_date(
         return false;
     }
     if !hints.is_empty() {
-        return hints.iter().collect::<BTreeSet<_>>() == wanted;
+        // The annotation is only a claim: a value that one of our keys opens tells the truth,
+        // so an object claiming the new key but sealed for an old one is still re-sealed.
+        return hints.iter().collect::<BTreeSet<_>>() == wanted
+            && values.values().all(|v| open_value(keys, target, v).map_or(true, |o| wanted.contains(&o.key_id)));
     }
     // One RSA recipient: the key that opens each value says whom it was sealed for.
     recipients.format() == Format::Kubeseal
