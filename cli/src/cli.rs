@@ -123,18 +123,18 @@ pub struct SealArgs {
     #[arg(short = 'f', long, value_name = "FILE", alias = "secret-file", env = "GITSEAL_FILE")]
     pub file: Option<PathBuf>,
 
-    /// Write the SealedSecret(s) to FILE (atomically; never over an existing file). A .yaml/.yml
-    /// name means YAML and .json means JSON, whatever --format says. kubeseal's -w works too
-    /// [default: stdout]
-    #[arg(
-        short = 'o',
-        long,
-        value_name = "FILE",
-        short_alias = 'w',
-        alias = "sealed-secret-file",
-        env = "GITSEAL_OUTPUT"
-    )]
+    /// Write the SealedSecret(s) to FILE, atomically; an existing file only with --force. A
+    /// .yaml/.yml name means YAML and .json means JSON, whatever --format says [default: stdout]
+    #[arg(short = 'o', long, value_name = "FILE", env = "GITSEAL_OUTPUT")]
     pub output: Option<PathBuf>,
+
+    /// kubeseal's -w/--sealed-secret-file: -o FILE that replaces an existing FILE, as kubeseal does
+    #[arg(short = 'w', long = "sealed-secret-file", value_name = "FILE", hide = true, conflicts_with = "output")]
+    pub kubeseal_output: Option<PathBuf>,
+
+    /// Replace the -o file if it exists (atomically: the old content or the new, never a part)
+    #[arg(long, env = "GITSEAL_FORCE", value_parser = FalseyValueParser::new())]
+    pub force: bool,
 
     /// Output format [default: yaml] (kubeseal defaults to json)
     #[arg(long, value_enum, ignore_case = true, env = "GITSEAL_FORMAT")]
@@ -158,7 +158,7 @@ pub struct SealArgs {
     pub name: Option<String>,
 
     /// Namespace: must match the Secret's own unless cluster-wide; fills it in when missing
-    /// [default: the kubeconfig's namespace, else default]
+    /// [default: the kubeconfig context's namespace; with no kubeconfig, one is required]
     #[arg(short = 'n', long, env = "GITSEAL_NAMESPACE")]
     pub namespace: Option<String>,
 
@@ -412,30 +412,15 @@ pub fn parse_bits(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Parse a lifetime such as `87600h`, `3650d` or `1d12h`.
+/// Parse a lifetime such as `87600h`, `3650d` or `1d12h`, with humantime as the controller's
+/// duration flags (so both take the same spellings, and overflow is an error, not a panic).
 pub fn parse_ttl(s: &str) -> Result<time::Duration, String> {
     let bad = || format!("invalid duration {s:?}: use a number with a unit, e.g. 87600h or 3650d");
-    let mut total = time::Duration::ZERO;
-    let mut digits = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: i64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total += match c {
-            's' => time::Duration::seconds(n),
-            'm' => time::Duration::minutes(n),
-            'h' => time::Duration::hours(n),
-            'd' => time::Duration::days(n),
-            _ => return Err(bad()),
-        };
+    let std = humantime::parse_duration(s.trim()).map_err(|_| bad())?;
+    match time::Duration::try_from(std) {
+        Ok(d) if d > time::Duration::ZERO => Ok(d),
+        _ => Err(bad()),
     }
-    if !digits.is_empty() || total <= time::Duration::ZERO {
-        return Err(bad());
-    }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -453,7 +438,7 @@ mod tests {
         assert_eq!(parse_ttl("87600h").unwrap(), time::Duration::days(3650));
         assert_eq!(parse_ttl("3650d").unwrap(), time::Duration::days(3650));
         assert_eq!(parse_ttl("1d12h").unwrap(), time::Duration::hours(36));
-        for bad in ["", "10", "10y", "h", "0d"] {
+        for bad in ["", "10", "10q", "h", "0d", "99999999999999999999d"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }

@@ -5,8 +5,8 @@
 //! 2. `GITSEAL_<FLAG>` (clap reads it);
 //! 3. kubeseal's `SEALED_SECRETS_<FLAG>` for the flags kubeseal has (`CERT`, `SCOPE`, `FORMAT`,
 //!    `ALLOW_EMPTY_DATA`, `RECOVERY_PRIVATE_KEY`);
-//! 4. for the namespace only: the current context's namespace in `$KUBECONFIG` (first file) or
-//!    `~/.kube/config`;
+//! 4. for the namespace only: the context's namespace in the kubeconfig (`--kubeconfig`, every
+//!    `$KUBECONFIG` file merged, or `~/.kube/config`; `default` if the context sets none);
 //! 5. the built-in default.
 //!
 //! Cluster access and the controller's name and namespace are resolved in [`online`].
@@ -22,6 +22,7 @@ use gitseal_shared::Scope;
 use gitseal_shared::manifest::OutputFormat;
 use gitseal_shared::seal::SealOptions;
 use gitseal_shared::types::ApiGroup;
+use kube::config::Kubeconfig;
 
 use crate::cli::{self, ApiArg, Cli, Command, FormatArg, KeyType, RecipientArgs, ReportFormat, ScopeArg};
 pub use online::{AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ReadSource, ScanConfig};
@@ -69,6 +70,8 @@ pub struct RecipientSources {
     pub certs: Vec<String>,
     pub age: Vec<String>,
     pub files: Vec<PathBuf>,
+    /// Where `certs` came from, for messages: `--cert`, or the environment variable that set them.
+    pub certs_from: &'static str,
     /// Fetch the certificate from this cluster's controller (nothing else was given).
     pub controller: Option<ClusterConfig>,
 }
@@ -76,12 +79,18 @@ pub struct RecipientSources {
 impl RecipientSources {
     fn from_args(args: RecipientArgs) -> RecipientSources {
         let mut certs = args.cert;
+        let mut certs_from = "--cert";
         if certs.is_empty()
             && let Some(v) = env("SEALED_SECRETS_CERT")
         {
             certs.push(v);
+            certs_from = "SEALED_SECRETS_CERT";
+        } else if !certs.is_empty()
+            && env("GITSEAL_CERT").is_some_and(|v| v.split(',').eq(certs.iter().map(String::as_str)))
+        {
+            certs_from = "GITSEAL_CERT";
         }
-        RecipientSources { certs, age: args.recipient, files: args.recipients_file, controller: None }
+        RecipientSources { certs, age: args.recipient, files: args.recipients_file, certs_from, controller: None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,6 +113,8 @@ pub struct SealConfig {
     pub mode: SealMode,
     pub input: Input,
     pub output: Option<PathBuf>,
+    /// Replace an existing output file (`--force`, or kubeseal's `-w`).
+    pub force: bool,
     pub format: OutputFormat,
     pub recipients: RecipientSources,
     pub options: SealOptions,
@@ -211,7 +222,11 @@ fn reseal(a: cli::ResealArgs) -> Result<ResealConfig, clap::Error> {
     Ok(ResealConfig { mode, dry_run: a.dry_run, paths: a.paths })
 }
 
-fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+fn seal(mut a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
+    let force = a.force || a.kubeseal_output.is_some();
+    if a.output.is_none() {
+        a.output = a.kubeseal_output.take();
+    }
     let cluster = ClusterConfig::from_args(a.cluster, None);
     let mut recipients = RecipientSources::from_args(a.recipients);
     if recipients.is_empty() {
@@ -249,6 +264,9 @@ fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
     if a.merge_into.is_some() && a.output.is_some() {
         return Err(usage("seal", ErrorKind::ArgumentConflict, "--merge-into rewrites its file in place; drop -o"));
     }
+    if force && a.output.is_none() {
+        return Err(usage("seal", ErrorKind::MissingRequiredArgument, "--force replaces the -o file; add -o FILE"));
+    }
     let mode = if a.raw {
         let from_file = match a.from_file {
             Some(spec) => Some(from_file_path(&spec)?),
@@ -268,6 +286,7 @@ fn seal(a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
         mode,
         input: Input::from(a.file),
         output: a.output,
+        force,
         format,
         recipients,
         options: SealOptions {
@@ -379,28 +398,24 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
-/// The namespace of the kubeconfig's context (`--context`, else the current one), if one is
-/// set. A missing or unreadable kubeconfig is not an error: sealing needs no cluster.
+/// The namespace of the kubeconfig's context (`--context`, else the current one; `default` when
+/// the context sets none, as kubectl). The kubeconfig is `--kubeconfig`, else every file of
+/// `$KUBECONFIG` merged (kube's own [`Kubeconfig`], as the online commands read it), else
+/// `~/.kube/config`. A missing or unreadable kubeconfig is not an error: sealing needs no
+/// cluster, but then the namespace must come from the manifest or `-n`.
 fn kubeconfig_namespace(cluster: &ClusterConfig) -> Option<String> {
-    let path = match (&cluster.kubeconfig, std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())) {
-        (Some(p), _) => p.clone(),
-        (None, Some(list)) => std::env::split_paths(&list).next()?,
-        (None, None) => PathBuf::from(std::env::var_os("HOME")?).join(".kube").join("config"),
+    let kubeconfig = match &cluster.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
     };
-    let text = std::fs::read_to_string(path).ok()?;
-    namespace_in_kubeconfig(&text, cluster.context.as_deref())
+    namespace_in_kubeconfig(&kubeconfig.ok()?, cluster.context.as_deref())
 }
 
-fn namespace_in_kubeconfig(text: &str, context: Option<&str>) -> Option<String> {
-    let doc = gitseal_shared::manifest::parse_documents(text).ok()?.into_iter().next()?.value;
-    let current = match context {
-        Some(c) => c,
-        None => doc.get("current-context")?.as_str()?,
-    };
-    let ctx =
-        doc.get("contexts")?.as_array()?.iter().find(|c| c.get("name").and_then(|n| n.as_str()) == Some(current))?;
-    let ns = ctx.get("context")?.get("namespace")?.as_str()?;
-    (!ns.is_empty()).then(|| ns.to_string())
+fn namespace_in_kubeconfig(kubeconfig: &Kubeconfig, context: Option<&str>) -> Option<String> {
+    let current = context.or(kubeconfig.current_context.as_deref())?;
+    let ctx = kubeconfig.contexts.iter().find(|c| c.name == current)?;
+    let ns = ctx.context.as_ref().and_then(|c| c.namespace.clone()).filter(|n| !n.is_empty());
+    Some(ns.unwrap_or_else(|| "default".to_string()))
 }
 
 #[cfg(test)]
@@ -409,10 +424,13 @@ mod tests {
 
     #[test]
     fn the_current_contexts_namespace_is_taken_from_a_kubeconfig() {
-        let text = "apiVersion: v1\nkind: Config\ncurrent-context: b\ncontexts:\n- name: a\n  context: {namespace: x}\n- name: b\n  context: {cluster: c, namespace: team}\n";
-        assert_eq!(namespace_in_kubeconfig(text, None).as_deref(), Some("team"));
-        assert_eq!(namespace_in_kubeconfig(text, Some("a")).as_deref(), Some("x"));
-        assert_eq!(namespace_in_kubeconfig("current-context: a\ncontexts: []\n", None), None);
+        let kc = |text: &str| Kubeconfig::from_yaml(text).unwrap();
+        let text = "apiVersion: v1\nkind: Config\ncurrent-context: b\ncontexts:\n- name: a\n  context: {cluster: c, namespace: x}\n- name: b\n  context: {cluster: c, namespace: team}\n";
+        assert_eq!(namespace_in_kubeconfig(&kc(text), None).as_deref(), Some("team"));
+        assert_eq!(namespace_in_kubeconfig(&kc(text), Some("a")).as_deref(), Some("x"));
+        assert_eq!(namespace_in_kubeconfig(&kc("current-context: a\ncontexts: []\n"), None), None);
+        let bare = "current-context: a\ncontexts:\n- name: a\n  context: {cluster: c}\n";
+        assert_eq!(namespace_in_kubeconfig(&kc(bare), None).as_deref(), Some("default"));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! back pretty-printed (key order kept).
 
 use anyhow::{Context, Result, anyhow, bail};
+use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::manifest::is_json;
 use gitseal_shared::manifest::rewrite::{EditOp, YamlEdit, non_empty_document_indexes, rewrite_yaml};
+use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use serde_json::Value;
 
 /// Changes to one object of a stream.
@@ -28,6 +30,17 @@ impl ObjectEdits {
 
     pub fn set(&mut self, path: &[&str], value: String) {
         self.sets.push((path.iter().map(|s| s.to_string()).collect(), value));
+    }
+
+    /// Declare `ids` in the key-id annotation, only where that changes something: an equal
+    /// value is left as written (no diff line), and a `bitnami.com` object without the
+    /// annotation (kubeseal wrote it) keeps kubeseal's metadata; the ids are only hints.
+    pub fn set_key_ids(&mut self, object: &SealedSecretObject, ids: String) {
+        let current = object.metadata.annotations.as_ref().and_then(|a| a.get(KEY_ID_ANNOTATION));
+        let kubeseal_made = current.is_none() && ApiGroup::of(object) == Some(ApiGroup::Bitnami);
+        if current != Some(&ids) && !kubeseal_made {
+            self.set(&["metadata", "annotations", KEY_ID_ANNOTATION], ids);
+        }
     }
 }
 

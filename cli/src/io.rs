@@ -93,15 +93,49 @@ pub fn ensure_absent(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Before any work: an output file must not exist (unless `force`), and its directory must.
+/// Messages name the output, never the temporary file beside it.
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    if !force && fs::symlink_metadata(path).is_ok() {
+        bail!("{} already exists: pass --force to replace it, or choose another name", path.display());
+    }
+    let dir = parent_of(path);
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("cannot create {}: {} is not a directory", path.display(), dir.display()),
+        Err(_) => {
+            bail!("cannot create {}: directory {} does not exist; create it first", path.display(), dir.display())
+        }
+    }
+}
+
+/// Write `path` atomically with `bytes`, replacing it if it exists (`--force`, kubeseal's `-w`):
+/// a reader sees the old content or the new, never a partial file.
+pub fn write_over(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
+    check_output(path, true)?;
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        bail!("cannot write {}: it is a directory", path.display());
+    }
+    let tmp = temp_beside(path)?;
+    fill(&tmp, bytes, fs::Permissions::from_mode(perms_of(mode)), path)?;
+    tmp.persist(path).map_err(|e| anyhow::Error::new(e.error).context(format!("cannot write {}", path.display())))?;
+    sync_dir(path);
+    Ok(())
+}
+
+fn perms_of(mode: Mode) -> u32 {
+    match mode {
+        Mode::Public => 0o644,
+        Mode::Private => 0o600,
+    }
+}
+
 /// Create `path` atomically with `bytes`; fails if it exists.
 pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     ensure_absent(path)?;
+    check_output(path, true)?;
     let tmp = temp_beside(path)?;
-    let perms = match mode {
-        Mode::Public => 0o644,
-        Mode::Private => 0o600,
-    };
-    fill(&tmp, bytes, fs::Permissions::from_mode(perms), path)?;
+    fill(&tmp, bytes, fs::Permissions::from_mode(perms_of(mode)), path)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow::anyhow!(
@@ -142,16 +176,24 @@ pub fn ensure_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = match path.parent() {
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".gitseal-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+    }
+}
+
+/// The temporary file a write goes through. Its error names the output: tempfile's own
+/// messages carry the temporary path, which means nothing to the user.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = parent_of(path);
+    tempfile::Builder::new().prefix(".gitseal-").suffix(".tmp").tempfile_in(dir).map_err(|e| {
+        anyhow::anyhow!("cannot create {} in {}: {}", file_name(path), dir.display(), std::io::Error::from(e.kind()))
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 fn fill(tmp: &tempfile::NamedTempFile, bytes: &[u8], perms: fs::Permissions, path: &Path) -> Result<()> {
@@ -183,6 +225,21 @@ mod tests {
         let err = write_new(&p, b"two", Mode::Public).unwrap_err().to_string();
         assert!(err.contains("already exists"), "{err}");
         assert_eq!(fs::read(&p).unwrap(), b"one");
+    }
+
+    #[test]
+    fn forced_writes_replace_whole_files_and_name_no_temporary_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.yaml");
+        write_over(&p, b"one", Mode::Public).unwrap();
+        write_over(&p, b"two", Mode::Public).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+        let missing = dir.path().join("new/dir/x.yaml");
+        for err in [write_over(&missing, b"x", Mode::Public), write_new(&missing, b"x", Mode::Public)] {
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains("does not exist") && !err.contains(".gitseal-"), "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! keys, re-seal and validate whole repositories (offline or through the controller), manage
 //! the controller's keys, read its audit trail, and keep plaintext Secrets out of Git.
 //!
-//! This file is wiring only: parse (clap, exit 2 on usage errors) → resolve into a
+//! This file is wiring only: kubeseal's subcommand-less form rewritten ([`kubeseal`]) → parse
+//! (clap, exit 2 on usage errors) → resolve into a
 //! [`config::Config`] → run one command → print at most one error line ([`output::finish`]).
 
 mod api;
@@ -13,6 +14,7 @@ mod config;
 mod edit;
 mod fetch;
 mod io;
+mod kubeseal;
 mod material;
 mod output;
 mod rbac;
@@ -24,7 +26,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let args = match kubeseal::translate(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     let config = match config::Config::resolve(cli) {
         Ok(c) => c,
         Err(usage) => {

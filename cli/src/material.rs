@@ -17,11 +17,12 @@ pub fn load_recipients(sources: &RecipientSources) -> Result<RecipientSet> {
     let now = time::OffsetDateTime::now_utc();
     let mut all: Vec<Recipient> = Vec::new();
     if let Some(cluster) = &sources.controller {
-        let cert = crate::commands::cert::fetch_certificate(cluster)?;
+        let cert = crate::commands::cert::fetch_certificate(cluster)
+            .context("no --cert (or SEALED_SECRETS_CERT) given, so the certificate comes from the controller")?;
         all.push(cert.recipient().context("the controller's certificate")?);
     }
     for spec in &sources.certs {
-        let cert = load_certificate(spec)?;
+        let cert = load_certificate(spec, sources.certs_from)?;
         cert.check_not_expired(now).with_context(|| format!("certificate {spec}"))?;
         all.push(cert.recipient().with_context(|| format!("certificate {spec}"))?);
     }
@@ -47,14 +48,24 @@ pub fn load_recipients(sources: &RecipientSources) -> Result<RecipientSet> {
 }
 
 /// A certificate from a file path, a `file://` URL or an `http(s)://` URL.
-pub fn load_certificate(spec: &str) -> Result<Certificate> {
+/// `origin` names where `spec` came from (`--cert`, `SEALED_SECRETS_CERT`) in messages.
+pub fn load_certificate(spec: &str, origin: &str) -> Result<Certificate> {
     let text = if spec.starts_with("http://") || spec.starts_with("https://") {
         let body = fetch::get(spec)?;
         String::from_utf8(body).map_err(|_| anyhow::anyhow!("{spec} did not return a PEM certificate"))?
     } else {
         let path = spec.strip_prefix("file://").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(spec));
         if !path.exists() {
-            bail!("certificate file {} not found: pass the controller's certificate (PEM) as --cert", path.display());
+            if origin == "--cert" {
+                bail!(
+                    "certificate file {} not found: pass the controller's certificate (PEM) as --cert",
+                    path.display()
+                );
+            }
+            bail!(
+                "certificate file {} (from {origin}) not found: fix {origin}, or unset it and pass --cert",
+                path.display()
+            );
         }
         io::read_file(&path)?.to_string()
     };

@@ -222,6 +222,111 @@ fn a_kubeseal_secret_moved_to_another_namespace_is_refused_by_gitseal_without_pl
 }
 
 // ---------------------------------------------------------------------------------------------
+// The same everyday invocations through both (issue #16)
+
+/// Where an invocation leaves its result.
+#[derive(Clone, Copy)]
+enum Result_ {
+    Stdout,
+    /// A file in the working directory (`-w`, `--merge-into`).
+    File(&'static str),
+    /// `--raw`: bare base64 of one value for prod/db, strict.
+    Raw,
+    /// `--recovery-unseal`: the Secret itself.
+    Plain,
+}
+
+/// Ten invocations a kubeseal user types every day, with the same arguments and input given
+/// to `kubeseal` and to `gitseal` (kubeseal's form, no subcommand). Each result is opened with
+/// `kubeseal --recovery-unseal`, and the two Secrets must agree: name, namespace, type, labels,
+/// annotations and every value.
+#[test]
+fn ten_everyday_kubeseal_invocations_give_the_same_secrets_through_gitseal() {
+    let keys = keys();
+    let cert = keys.cert().to_string();
+    let key = keys.key().to_string();
+    let no_namespace =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "stringData": {"password": "s3cr3t"}})
+            .to_string();
+    let numbers = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: settings\n  namespace: prod\n  labels: {app: web}\ntype: Opaque\nstringData:\n  port: 5432\n  debug: false\n  ratio: 1.50\n  pi: 3.14159265358979\n  host: db.prod.svc\n";
+    let addition = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "prod"},
+            "stringData": {"user": "admin"}})
+    .to_string();
+    let prod = secret("prod", "db", &items(), &[]);
+    let sealed_by_kubeseal = kubeseal(&["--cert", &cert, "-o", "json"], &prod);
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let cases: Vec<(&str, Vec<String>, String, Result_)> = vec![
+        ("json to stdout", a(&["--cert", &cert]), prod.clone(), Result_::Stdout),
+        ("yaml to stdout", a(&["--cert", &cert, "-o", "yaml"]), prod.clone(), Result_::Stdout),
+        ("namespace-wide", a(&["--cert", &cert, "--scope", "namespace-wide"]), prod.clone(), Result_::Stdout),
+        ("cluster-wide", a(&["--cert", &cert, "--scope=cluster-wide", "-o", "yaml"]), prod.clone(), Result_::Stdout),
+        ("-n fills the namespace", a(&["--cert", &cert, "-n", "prod"]), no_namespace, Result_::Stdout),
+        (
+            "-f and -w over a stale file",
+            a(&["--cert", &cert, "-f", "in.json", "-w", "out.json"]),
+            String::new(),
+            Result_::File("out.json"),
+        ),
+        (
+            "--raw",
+            a(&["--cert", &cert, "--raw", "--from-file=value.txt", "--namespace", "prod", "--name", "db"]),
+            String::new(),
+            Result_::Raw,
+        ),
+        (
+            "--merge-into",
+            a(&["--cert", &cert, "--merge-into", "existing.json"]),
+            addition,
+            Result_::File("existing.json"),
+        ),
+        ("stringData numbers", a(&["--cert", &cert, "-o", "yaml"]), numbers.to_string(), Result_::Stdout),
+        (
+            "--recovery-unseal",
+            a(&["--recovery-unseal", "--recovery-private-key", &key, "-o", "json"]),
+            sealed_by_kubeseal.clone(),
+            Result_::Plain,
+        ),
+    ];
+    for (n, (what, args, stdin, result)) in cases.into_iter().enumerate() {
+        let mut secrets = Vec::new();
+        for (tool, bin) in [("kubeseal", kubeseal_bin()), ("gitseal", gitseal_bin())] {
+            let dir = keys.dir.join(format!("everyday-{n}-{tool}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("in.json"), &prod).unwrap();
+            std::fs::write(dir.join("out.json"), "stale").unwrap();
+            std::fs::write(dir.join("value.txt"), "raw value").unwrap();
+            std::fs::write(dir.join("existing.json"), &sealed_by_kubeseal).unwrap();
+            let out = run(Command::new(&bin).current_dir(&dir).args(&args), &stdin);
+            assert!(out.status.success(), "{what}: {tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            let secret = match result {
+                Result_::Stdout => kubeseal_unseal(&key, &stdout),
+                Result_::File(f) => kubeseal_unseal(&key, &std::fs::read_to_string(dir.join(f)).unwrap()),
+                Result_::Raw => {
+                    kubeseal_unseal(&key, &raw_sealed_secret("bitnami.com/v1alpha1", "strict", "prod", "db", &stdout))
+                }
+                Result_::Plain => single(&stdout),
+            };
+            secrets.push(comparable(&secret));
+        }
+        assert_eq!(secrets[0], secrets[1], "{what}: kubeseal (left) and gitseal (right) differ");
+    }
+}
+
+/// What two tools must agree on in a Secret; kubeseal's owner reference and null fields aside.
+fn comparable(secret: &Value) -> Value {
+    let meta = &secret["metadata"];
+    json!({
+        "name": meta["name"], "namespace": meta["namespace"],
+        "labels": meta.get("labels").cloned().unwrap_or(Value::Null),
+        "annotations": meta.get("annotations").cloned().unwrap_or(Value::Null),
+        "type": secret.get("type").cloned().unwrap_or(Value::Null),
+        "data": data_of(secret).into_iter().map(|(k, v)| (k, json!(encode_base64(&v)))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Helpers
 
 /// A key pair made once per test binary by `gitseal keygen`, in Cargo's target tmp dir, as a PEM

@@ -40,7 +40,7 @@ pub fn seal_secret(secret: &PlainSecret, recipients: &RecipientSet, opts: &SealO
         .ok_or_else(|| Error::Manifest("the Secret has no metadata.name: set one or pass --name".into()))?;
     if secret.data.is_empty() && !opts.allow_empty_data {
         return Err(Error::Manifest(format!(
-            "Secret {name} has no data or stringData: add values, or pass --allow-empty-data to seal it anyway"
+            "no data or stringData: add values, or pass --allow-empty-data to seal {name} anyway"
         )));
     }
     let mut annotations = meta.annotations.take().unwrap_or_default();
@@ -69,8 +69,13 @@ pub fn seal_secret(secret: &PlainSecret, recipients: &RecipientSet, opts: &SealO
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = match scope {
             Scope::ClusterWide => opts.namespace.clone(),
+            // Never a silent `default`: a strict value sealed for the wrong namespace fails only
+            // later, in the cluster (kubeseal refuses too). Issue #16.
             _ => Some(
-                opts.namespace.clone().or_else(|| opts.default_namespace.clone()).unwrap_or_else(|| "default".into()),
+                opts.namespace
+                    .clone()
+                    .or_else(|| opts.default_namespace.clone())
+                    .ok_or_else(|| Error::Manifest(format!("{}; {NO_NAMESPACE_HINT}", no_namespace(scope))))?,
             ),
         };
     }
@@ -111,6 +116,14 @@ pub fn seal_secret(secret: &PlainSecret, recipients: &RecipientSet, opts: &SealO
     );
     obj.metadata = top;
     Ok(obj)
+}
+
+/// How to give a namespace, for the error when none was found.
+pub const NO_NAMESPACE_HINT: &str =
+    "set metadata.namespace, pass -n/--namespace, or use a kubeconfig context (--context) with a namespace";
+
+fn no_namespace(scope: Scope) -> String {
+    format!("no namespace to seal for in {scope} scope")
 }
 
 /// The target a SealedSecret's values were sealed for, from its top-level metadata.

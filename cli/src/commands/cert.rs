@@ -15,7 +15,7 @@ pub fn run(cfg: &CertConfig) -> Result<()> {
         io::ensure_absent(out)?;
     }
     let text = match (&cfg.given, cfg.recipients) {
-        (Some(spec), _) => material::load_certificate(spec)?.pem().to_string(),
+        (Some(spec), _) => material::load_certificate(spec, "--cert")?.pem().to_string(),
         (None, false) => fetch_certificate(&cfg.cluster)?.pem().to_string(),
         (None, true) => fetch_recipients(&cfg.cluster)?,
     };

@@ -9,12 +9,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use gitseal_shared::KeyId;
-use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::seal::{key_hints, target_of};
-use gitseal_shared::value::{DecryptionKey, RecipientSet, encode_base64, order_by_hints};
+use gitseal_shared::types::{ApiGroup, SealedSecretObject};
+use gitseal_shared::value::{DecryptionKey, Format, RecipientSet, decode_base64, encode_base64, order_by_hints};
+use gitseal_shared::{KeyId, Target};
 
 use crate::commands::open_value;
+use crate::commands::seal::bitnami_can_open;
 use crate::config::{RecipientSources, ResealConfig, ResealMode};
 use crate::edit::{self, ObjectEdits};
 use crate::{io, material, output, table, tree};
@@ -25,6 +26,8 @@ struct Outcome {
     path: PathBuf,
     objects: usize,
     values: usize,
+    /// Objects already sealed for exactly the new recipients: left byte for byte as they were.
+    up_to_date: usize,
     old: BTreeSet<KeyId>,
     /// Key ids the objects declare (key-id annotation), shown when none of them opened.
     declared: BTreeSet<KeyId>,
@@ -109,6 +112,16 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
         }
         let hints = key_hints(&f.object);
         out.declared.extend(hints.iter().cloned());
+        if up_to_date(&f.object, &hints, recipients, keys, &target) {
+            out.up_to_date += 1;
+            out.old.extend(recipients.key_ids().cloned());
+            continue;
+        }
+        if ApiGroup::of(&f.object) == Some(ApiGroup::Bitnami) && bitnami_can_open(recipients).is_err() {
+            let why = "bitnami.com objects open in Bitnami's controller only when sealed for one certificate: re-seal for one --cert, or make it gitseal.dev/v1";
+            out.failures.push((f.label.clone(), "-".into(), why.into()));
+            continue;
+        }
         let ordered = order_by_hints(keys, &hints);
         let mut e = ObjectEdits::new(f.doc, f.item);
         for (item, value) in &f.object.spec.encrypted_data {
@@ -128,16 +141,46 @@ fn reseal_file(path: &Path, keys: &[&DecryptionKey], recipients: &RecipientSet, 
                 Err(err) => out.failures.push((f.label.clone(), item.clone(), err.to_string())),
             }
         }
-        e.set(&["metadata", "annotations", KEY_ID_ANNOTATION], new_ids.clone());
+        e.set_key_ids(&f.object, new_ids.clone());
         edits.push(e);
     }
-    if out.failures.is_empty() && !dry_run {
+    if out.failures.is_empty() && !dry_run && !edits.is_empty() {
         let written = edit::apply(&text, &edits).and_then(|updated| io::replace(path, updated.as_bytes()));
         if let Err(e) = written {
             return file_failure(out, e);
         }
     }
     Some(out)
+}
+
+/// Sealed for exactly `recipients` already, as key ids tell: the key-id annotation, or for a
+/// kubeseal-made object without one, the key that opens each value. Every value must also be in
+/// the format those recipients give. Re-sealing such an object would only churn Git (Bitnami
+/// issue #1468). Issue #16.
+fn up_to_date(
+    object: &SealedSecretObject,
+    hints: &[KeyId],
+    recipients: &RecipientSet,
+    keys: &[&DecryptionKey],
+    target: &Target,
+) -> bool {
+    let wanted: BTreeSet<&KeyId> = recipients.key_ids().collect();
+    let values = &object.spec.encrypted_data;
+    let formats_agree = values
+        .values()
+        .all(|v| decode_base64(v).ok().and_then(|b| Format::detect(&b).ok()).is_some_and(|f| f == recipients.format()));
+    if object.spec.data.is_some() || values.is_empty() || !formats_agree {
+        return false;
+    }
+    if !hints.is_empty() {
+        // The annotation is only a claim: a value that one of our keys opens tells the truth,
+        // so an object claiming the new key but sealed for an old one is still re-sealed.
+        return hints.iter().collect::<BTreeSet<_>>() == wanted
+            && values.values().all(|v| open_value(keys, target, v).map_or(true, |o| wanted.contains(&o.key_id)));
+    }
+    // One RSA recipient: the key that opens each value says whom it was sealed for.
+    recipients.format() == Format::Kubeseal
+        && values.values().all(|v| open_value(keys, target, v).is_ok_and(|o| wanted.contains(&o.key_id)))
 }
 
 fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool) -> String {
@@ -154,6 +197,7 @@ fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool
             };
             let status = match (o.failures.is_empty(), dry_run) {
                 (false, _) => "FAILED, unchanged",
+                (true, _) if o.up_to_date == o.objects => "up to date",
                 (true, true) => "would re-seal",
                 (true, false) => "re-sealed",
             };
@@ -171,10 +215,16 @@ fn report(outcomes: &[Outcome], new_ids: &[KeyId], scanned: usize, dry_run: bool
     let values: usize = ok.iter().map(|o| o.values).sum();
     let objects: usize = ok.iter().map(|o| o.objects).sum();
     let skipped = scanned - outcomes.len();
+    let current: usize = ok.iter().map(|o| o.up_to_date).sum();
+    let changed = ok.iter().filter(|o| o.up_to_date < o.objects).count();
+    let up_to_date = match current {
+        0 => String::new(),
+        n => format!("; {n} object(s) already sealed for the new keys left as they were"),
+    };
     out.push_str(&format!(
-        "\n{} {values} value(s) in {objects} object(s) across {} file(s); {skipped} file(s) without SealedSecrets skipped\n",
+        "\n{} {values} value(s) in {} object(s) across {changed} file(s){up_to_date}; {skipped} file(s) without SealedSecrets skipped\n",
         if dry_run { "Dry run, nothing written: would re-seal" } else { "Re-sealed" },
-        ok.len()
+        objects - current,
     ));
     let failures: Vec<[String; 4]> = outcomes
         .iter()

@@ -5,12 +5,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::manifest::secret::PlainSecret;
 use gitseal_shared::manifest::{Document, parse_documents, write_documents};
-use gitseal_shared::seal::{SealOptions, key_hints, seal_secret, target_of};
+use gitseal_shared::seal::{NO_NAMESPACE_HINT, SealOptions, key_hints, seal_secret, target_of};
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
-use gitseal_shared::value::{RecipientSet, decode_base64, encode_base64};
+use gitseal_shared::value::{Format, RecipientSet, decode_base64, encode_base64};
 use gitseal_shared::{KeyId, Scope, Target};
 
 use crate::config::{Input, SealConfig, SealMode};
@@ -22,14 +21,29 @@ const RAW_TTY_HINT: &str = "(tty detected: expecting the value to seal in stdin;
 
 pub fn run(cfg: &SealConfig) -> Result<()> {
     if let Some(out) = &cfg.output {
-        io::ensure_absent(out)?;
+        io::check_output(out, cfg.force)?;
     }
     let recipients = material::load_recipients(&cfg.recipients)?;
+    if cfg.options.api == ApiGroup::Bitnami && !matches!(cfg.mode, SealMode::MergeInto(_)) {
+        bitnami_can_open(&recipients).context("--api bitnami")?;
+    }
     match &cfg.mode {
         SealMode::Manifests => manifests(cfg, &recipients),
         SealMode::Raw { from_file } => raw(cfg, &recipients, from_file.as_deref()),
         SealMode::MergeInto(target) => merge_into(cfg, &recipients, target),
     }
+}
+
+/// Bitnami's controller (and `kubeseal --recovery-unseal`) opens only kubeseal's format: one RSA
+/// certificate. Several recipients, or an age recipient, give gitseal's age format, which would
+/// be written into a `bitnami.com` object nobody can open there. Issue #16.
+pub(crate) fn bitnami_can_open(recipients: &RecipientSet) -> Result<()> {
+    if recipients.format() != Format::Kubeseal {
+        bail!(
+            "Bitnami's controller opens values sealed for exactly one certificate, not for several certificates or age recipients: use --api gitseal, or seal for one --cert"
+        );
+    }
+    Ok(())
 }
 
 /// `document 2 (ConfigMap app/settings)`, for messages.
@@ -40,8 +54,10 @@ pub(crate) fn locate(doc: &Document) -> String {
     }
 }
 
-/// The Secrets of the input, each decoded or the error naming its document.
-fn read_secrets(input: &Input) -> Result<Vec<PlainSecret>> {
+/// The Secrets of the input, each decoded and named for messages (`document 1 (Secret app/db)`),
+/// or the error naming its document. stringData numbers and booleans are taken as their text,
+/// as kubeseal does, with one warning line each (the key, never the value).
+fn read_secrets(input: &Input) -> Result<Vec<(String, PlainSecret)>> {
     let text = io::read_text(input)?;
     let docs = parse_documents(&text).with_context(|| format!("reading {}", input.describe()))?;
     if docs.is_empty() {
@@ -50,7 +66,14 @@ fn read_secrets(input: &Input) -> Result<Vec<PlainSecret>> {
     docs.iter()
         .map(|doc| {
             check_base64(doc)?;
-            PlainSecret::from_value(&doc.value).with_context(|| locate(doc))
+            let (secret, coerced) = PlainSecret::from_value_coercing(&doc.value).with_context(|| locate(doc))?;
+            for key in coerced {
+                eprintln!(
+                    "warning: {}: stringData[{key}] is not a string; sealed as its text, as kubeseal does (quote it to say so)",
+                    locate(doc)
+                );
+            }
+            Ok((locate(doc), secret))
         })
         .collect()
 }
@@ -72,27 +95,27 @@ fn check_base64(doc: &Document) -> Result<()> {
 fn manifests(cfg: &SealConfig, recipients: &RecipientSet) -> Result<()> {
     let secrets = read_secrets(&cfg.input)?;
     let mut out = Vec::with_capacity(secrets.len());
-    for (i, secret) in secrets.iter().enumerate() {
-        let sealed = seal_secret(secret, recipients, &cfg.options).with_context(|| {
-            let name = secret.metadata.name.as_deref().unwrap_or("without a name");
-            format!("Secret {name} (document {})", i + 1)
-        })?;
+    for (where_, secret) in &secrets {
+        let sealed = seal_secret(secret, recipients, &cfg.options).with_context(|| where_.clone())?;
         out.push(serde_json::to_value(&sealed)?);
     }
-    emit(cfg.output.as_deref(), write_documents(&out, cfg.format)?.as_bytes())
+    emit(cfg.output.as_deref(), cfg.force, write_documents(&out, cfg.format)?.as_bytes())
 }
 
 fn raw(cfg: &SealConfig, recipients: &RecipientSet, from_file: Option<&Path>) -> Result<()> {
     let opts = &cfg.options;
     let scope = opts.scope.unwrap_or_default();
     let namespace = opts.namespace.clone().or_else(|| opts.default_namespace.clone());
+    if scope != Scope::ClusterWide && namespace.is_none() {
+        bail!("--raw: no namespace to seal for in {scope} scope; {NO_NAMESPACE_HINT}");
+    }
     let target = Target::new(scope, namespace.as_deref(), opts.name.as_deref())?;
     let value = match from_file {
         Some(p) => io::read_bytes(&Input::File(p.to_path_buf()), RAW_TTY_HINT)?,
         None => io::read_bytes(&Input::Stdin, RAW_TTY_HINT)?,
     };
     let sealed = recipients.seal(&target, &value)?;
-    emit(cfg.output.as_deref(), encode_base64(&sealed).as_bytes())
+    emit(cfg.output.as_deref(), cfg.force, encode_base64(&sealed).as_bytes())
 }
 
 fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Result<()> {
@@ -112,7 +135,7 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
     if secrets.len() != 1 {
         bail!("--merge-into takes exactly one Secret on input, found {}", secrets.len());
     }
-    let mut secret = secrets.remove(0);
+    let (_, mut secret) = secrets.remove(0);
     // Name, namespace and scope come from the file, as kubeseal forces them.
     secret.metadata.namespace = existing.object.metadata.namespace.clone();
     let options = SealOptions {
@@ -123,6 +146,9 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
         allow_empty_data: cfg.options.allow_empty_data,
         api: ApiGroup::of(&existing.object).unwrap_or_default(),
     };
+    if options.api == ApiGroup::Bitnami {
+        bitnami_can_open(recipients).with_context(|| format!("{} is a bitnami.com SealedSecret", path.display()))?;
+    }
     let sealed = seal_secret(&secret, recipients, &options).context("sealing the input Secret")?;
 
     let mut edits = ObjectEdits::new(existing.doc, existing.item);
@@ -135,7 +161,7 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
     if kept_old {
         ids.extend(key_hints(&existing.object));
     }
-    edits.set(&["metadata", "annotations", KEY_ID_ANNOTATION], KeyId::join(ids));
+    edits.set_key_ids(&existing.object, KeyId::join(ids));
     let updated = edit::apply(&text, &[edits]).with_context(context)?;
     io::replace(path, updated.as_bytes())
 }
@@ -169,8 +195,9 @@ fn agree(cfg: &SealConfig, file: &SealedSecretObject, scope: Scope, path: &Path)
     Ok(())
 }
 
-fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<()> {
+fn emit(output: Option<&Path>, force: bool, bytes: &[u8]) -> Result<()> {
     match output {
+        Some(path) if force => io::write_over(path, bytes, Mode::Public),
         Some(path) => io::write_new(path, bytes, Mode::Public),
         None => io::write_stdout(bytes),
     }

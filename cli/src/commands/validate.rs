@@ -47,7 +47,7 @@ pub fn run(cfg: &ValidateConfig) -> Result<()> {
     if objects == 0 && records.is_empty() {
         bail!("no SealedSecret found in {}: give files or directories holding SealedSecrets", list(&cfg.paths));
     }
-    print(cfg.json, &records, if cfg.keys.is_some() { "values" } else { "objects" })?;
+    print(cfg.json, &records, if cfg.keys.is_some() { "value" } else { "object" })?;
     let failed = records.iter().filter(|r| r.result.is_err()).count();
     if failed > 0 {
         bail!("{failed} of {} checks failed: see the report above", records.len());
@@ -154,7 +154,7 @@ fn check_file(file: &Path, keys: &[&DecryptionKey], records: &mut Vec<Record>) -
     found.len()
 }
 
-/// `noun`: what a record is about (values offline, whole objects online).
+/// `noun`: what a record is about, singular (a value offline, a whole object online).
 fn print(json: bool, records: &[Record], noun: &str) -> Result<()> {
     let failed = records.iter().filter(|r| r.result.is_err()).count();
     let text = if json {
@@ -183,7 +183,8 @@ fn print(json: bool, records: &[Record], noun: &str) -> Result<()> {
             })
             .collect();
         let mut out = crate::table::render(["FILE", "OBJECT", "ITEM", "RESULT"], &rows);
-        out.push_str(&format!("\n{} {noun} checked, {} failed\n", records.len(), failed));
+        let plural = if records.len() == 1 { "" } else { "s" };
+        out.push_str(&format!("\n{} {noun}{plural} checked, {failed} failed\n", records.len()));
         out
     };
     io::write_stdout(text.as_bytes())

@@ -162,8 +162,7 @@ pub fn keys(c: KeysCommand) -> Result<KeysConfig, clap::Error> {
                     "say who may open the backup: --recipient age1… or --recipients-file FILE",
                 ));
             }
-            let recipients =
-                RecipientSources { certs: Vec::new(), age: a.recipient, files: a.recipients_file, controller: None };
+            let recipients = RecipientSources { age: a.recipient, files: a.recipients_file, ..Default::default() };
             KeysConfig::Backup { recipients, output: a.output, armor: a.armor, cluster: cluster(a.cluster) }
         }
         KeysCommand::Restore(a) => KeysConfig::Restore {

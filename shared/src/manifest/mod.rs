@@ -102,7 +102,9 @@ fn json_type(v: &Value) -> &'static str {
 /// Collapse a multi-line parser message (with a source snippet) into its first line, so errors
 /// stay one line and never echo file content.
 fn one_line(msg: &str) -> String {
-    msg.lines().next().unwrap_or(msg).trim().to_string()
+    let line = msg.lines().next().unwrap_or(msg).trim();
+    // The parser's messages start with their own `error: `, which the CLI prints once already.
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 /// Serialize objects as kubeseal does: JSON objects pretty-printed and concatenated, or YAML
