@@ -346,6 +346,10 @@ fn sealed_secret_call(
     op: impl FnOnce(&Shared, &gitseal_shared::types::SealedSecretObject) -> Result<Outcome, ServiceError>,
 ) -> Response {
     let Operation { endpoint, action, kind } = *what;
+    if let Err(why) = shared.audit.ready_for_work() {
+        shared.metrics.api(endpoint, "audit_unavailable");
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why);
+    }
     let (user, groups) = caller_of(headers, fp);
     let (mut obj, ss) = match parse_request(body, ns, kind) {
         Ok(x) => x,
@@ -453,6 +457,9 @@ async fn key_operation(
     use crate::registry::KeyState;
     if let Err(r) = check_key_namespace(&shared, &ns) {
         return *r;
+    }
+    if let Err(why) = shared.audit.ready_for_work() {
+        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why);
     }
     let (user, groups) = caller_of(&headers, &fp);
     let who = caller(&user, &groups);

@@ -80,7 +80,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/cert.pem", get(cert))
-        .route("/v1/recipients", get(recipients));
+        .route("/v1/recipients", get(recipients))
+        .route("/v1/audit-key", get(crate::audit::cluster::public_key_handler));
     if !shared.config.disable_legacy_endpoints {
         app = app.route("/v1/verify", post(verify_handler)).route("/v1/rotate", post(rotate_handler));
     }
@@ -179,6 +180,10 @@ fn legacy_call(
     body: &[u8],
     op: impl FnOnce(&Shared, &gitseal_shared::types::SealedSecretObject) -> Result<Done, ServiceError>,
 ) -> Response {
+    if let Err(why) = s.audit.ready_for_work() {
+        s.metrics.api(endpoint, "audit_unavailable");
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+    }
     if !s.rate_limiter.allow(client, Instant::now()) {
         s.metrics.api(endpoint, "rate_limited");
         return s.rate_limiter.too_many_requests();

@@ -123,6 +123,11 @@ pub fn parse_keys(text: &str) -> Result<Vec<BackupKey>> {
             bail!("the backup holds a {} besides key Secrets: was it written by gitseal keys backup?", doc.kind());
         }
         let meta = &doc.value["metadata"];
+        // The audit signing key travels in backups too; it is restored with kubectl when a
+        // cluster is rebuilt, never mixed into the sealing keys.
+        if meta["labels"]["gitseal.dev/audit-key"].is_string() {
+            continue;
+        }
         let name = meta["name"]
             .as_str()
             .filter(|n| !n.is_empty())
