@@ -352,6 +352,7 @@ async fn the_key_drill_rotates_reseals_retires_backs_up_loses_and_restores_every
             .await?;
             let text = String::from_utf8(opened)?;
             assert!(text.contains("kind: List") && text.matches("tls.key").count() == 2, "the backup holds both keys");
+            assert!(text.contains("gitseal-audit-key") && text.contains("ed25519.pk8"), "and the audit signing key");
             let without = exec_binary(
                 Peer::Age.path()?,
                 ["-d", "-i", &other_key.display().to_string(), &path],
@@ -428,7 +429,7 @@ async fn the_key_drill_rotates_reseals_retires_backs_up_loses_and_restores_every
         let log = w.join("audit.log");
         std::fs::copy(&c.inner.audit_log, &log)?;
         let verified = sam.ok(&["audit", "verify", "audit.log"]).await?;
-        assert!(verified.ends_with("records, chain intact\n"), "{verified}");
+        assert!(verified.contains("records, chain intact ("), "{verified}");
         let records = audited(&sam, &log, "KeyGenerated,Reseal,Verify,KeyRetired,KeyBackup,KeyRestored").await?;
         let generated = by(&records, "KeyGenerated", user);
         assert!(generated.iter().any(|r| r["keyId"] == new_id.as_str()), "rotation by {user}: {records:?}");

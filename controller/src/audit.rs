@@ -116,6 +116,8 @@ impl Sink {
 struct Inner {
     chain: Chain,
     sink: Sink,
+    /// Checkpoint hashes this chain already continues (newest last, a few kept).
+    linked: Vec<String>,
 }
 
 /// Why a record was not written.
@@ -236,7 +238,7 @@ impl AuditLog {
             }
         };
         let log = AuditLog {
-            inner: Mutex::new(Inner { chain, sink }),
+            inner: Mutex::new(Inner { chain, sink, linked: anchor.map(|a| a.hash.clone()).into_iter().collect() }),
             actor: actor.into(),
             key,
             required,
@@ -318,7 +320,7 @@ impl AuditLog {
     pub fn relink(&self, anchor: &Checkpoint) -> Result<bool, AuditError> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let own = anchor.replica == self.actor && anchor.seq <= guard.chain.seq();
-        if own || anchor.hash == guard.chain.hash() {
+        if own || anchor.hash == guard.chain.hash() || guard.linked.contains(&anchor.hash) {
             return Ok(false);
         }
         let mut rec = Self::record(CHAIN_RESUMED, Outcome::Success);
@@ -329,6 +331,10 @@ impl AuditLog {
         match guard.sink.write_line(&line) {
             Ok(()) => {
                 guard.chain = next;
+                guard.linked.push(anchor.hash.clone());
+                if guard.linked.len() > 8 {
+                    guard.linked.remove(0);
+                }
                 Ok(true)
             }
             Err(e) => {

@@ -169,7 +169,7 @@ impl Chain {
     /// the head after it. Nothing changes here: the writer adopts the new head only once the
     /// line is written, so a failed write never advances the chain.
     pub fn next_line(&self, mut record: AuditRecord, key: &SigningKey) -> (String, Chain) {
-        record.seq = self.seq + 1;
+        record.seq = self.seq.saturating_add(1);
         record.prev = self.last.clone();
         record.hash = None;
         record.sig = None;

@@ -12,6 +12,7 @@
 mod fixture;
 
 mod aggregated;
+mod audit;
 mod compat;
 mod keys;
 mod kubeseal_proxy;

@@ -129,13 +129,9 @@ pub fn verify_log(
                                 "a chain start that is not seq 1 after GENESIS".into(),
                             ));
                         }
-                    } else if r.action == CHAIN_RESUMED {
-                        links.push(Link { source: (*name).into(), line: i + 1, seq: r.seq, prev: r.prev.clone() });
                     } else {
-                        s.notes.push(format!(
-                            "{name} starts at seq {} (the records before it are not in this input)",
-                            r.seq
-                        ));
+                        // A resumed chain, or a rotated file that continues another input.
+                        links.push(Link { source: (*name).into(), line: i + 1, seq: r.seq, prev: r.prev.clone() });
                     }
                 }
                 Some(_) if r.action == CHAIN_RESUMED && !from_file => {
@@ -151,12 +147,16 @@ pub fn verify_log(
                     ));
                 }
                 Some((ls, lh)) => {
-                    if r.prev != *lh || r.seq != ls + 1 {
-                        let problem = if r.seq > ls + 1 && r.prev != *lh {
-                            if r.seq == ls + 2 {
-                                format!("record seq {} is missing (removed)", ls + 1)
+                    if r.prev != *lh || Some(r.seq) != ls.checked_add(1) {
+                        let problem = if r.seq > ls.saturating_add(1) && r.prev != *lh {
+                            if Some(r.seq) == ls.checked_add(2) {
+                                format!("record seq {} is missing (removed)", ls.saturating_add(1))
                             } else {
-                                format!("records seq {} to {} are missing (removed)", ls + 1, r.seq - 1)
+                                format!(
+                                    "records seq {} to {} are missing (removed)",
+                                    ls.saturating_add(1),
+                                    r.seq.saturating_sub(1)
+                                )
                             }
                         } else {
                             format!(
@@ -185,21 +185,24 @@ pub fn verify_log(
             continue;
         }
         match known.get(&l.prev) {
-            Some(&seq) if seq + 1 == l.seq => {}
+            Some(&seq) if seq.checked_add(1) == Some(l.seq) => {}
             Some(&seq) => {
                 return Err(ChainBreak {
                     input: l.source.clone(),
                     line: l.line,
                     seq: Some(l.seq),
                     trusted_up_to: Some(l.seq.saturating_sub(1)),
-                    problem: format!("resumes after seq {} but links the record with seq {seq}", l.seq - 1),
+                    problem: format!(
+                        "resumes after seq {} but links the record with seq {seq}",
+                        l.seq.saturating_sub(1)
+                    ),
                 });
             }
             None => s.notes.push(format!(
-                "{} line {} resumes after seq {} from a log that is not in this input",
+                "{} line {} continues after seq {}, which is not in this input",
                 l.source,
                 l.line,
-                l.seq - 1
+                l.seq.saturating_sub(1)
             )),
         }
     }
