@@ -184,11 +184,11 @@ fn the_public_key_round_trips_through_pem() {
 }
 
 // --- fuzzing (issue #9 item 10, audit part): fixed seed in the normal run; a long run with
-// PROPTEST_CASES=100000 cargo test -p gitseal-shared audit::tests::fuzz
+// PROPTEST_CASES=100000 cargo test -p gitseal-shared --lib audit::tests::fuzz
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
         failure_persistence: None,
         rng_seed: proptest::test_runner::RngSeed::Fixed(0x0061_7564_6974),
         ..ProptestConfig::default()
