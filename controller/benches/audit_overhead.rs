@@ -13,6 +13,11 @@
 //! ```
 //! Bounded: one pass of each mode (part 1 three rounds), everything on loopback. Needs
 //! `tests/peers/install.sh` for part 2.
+//!
+//! Measured 2026-11-30 (2 cores shared with other builds, so ±10 % noise on part 2):
+//! unsigned 8.98 ms/object, signed 8.83 ms/object (−1.7 %, i.e. within noise); one signed
+//! record 29.6 µs (0.3 % of an object's unseal); cold start to 200 Secrets 3.06 s without
+//! checkpoints, 2.75 s with one after every record.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
