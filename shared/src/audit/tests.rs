@@ -140,6 +140,12 @@ fn a_resumed_chain_links_across_processes_and_a_restart_from_genesis_does_not() 
     let s = verify_log(&[("b.log", &tb)], Some(&pk), None).unwrap();
     assert!(s.notes[0].contains("continues after seq 3"), "{:?}", s.notes);
 
+    // Two logs that each start from GENESIS are two histories, and say so.
+    let (other, _) = chain_of(&k, 2);
+    let to = other.join("\n");
+    let s = verify_log(&[("a.log", &ta), ("other.log", &to)], Some(&pk), None).unwrap();
+    assert!(s.notes.iter().any(|n| n.contains("2 chains start from GENESIS")), "{:?}", s.notes);
+
     // A restart from GENESIS in the middle of a file is not one history.
     let mut fresh = Chain::default();
     let mut lines = a.clone();

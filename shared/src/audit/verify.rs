@@ -89,6 +89,7 @@ pub fn verify_log(
     let mut known: HashMap<String, u64> = HashMap::new();
     let mut by_replica: HashMap<(String, u64), String> = HashMap::new();
     let mut links: Vec<Link> = Vec::new();
+    let mut starts = 0usize;
     for (name, text) in sources {
         let mut last: Option<(u64, String)> = None;
         for (i, line) in text.lines().enumerate() {
@@ -122,6 +123,7 @@ pub fn verify_log(
                 None => {
                     s.segments += 1;
                     if r.action == CHAIN_STARTED {
+                        starts += 1;
                         if r.prev != GENESIS || r.seq != 1 {
                             return Err(brk(
                                 Some(r.seq),
@@ -205,6 +207,9 @@ pub fn verify_log(
                 l.seq.saturating_sub(1)
             )),
         }
+    }
+    if starts > 1 {
+        s.notes.push(format!("{starts} chains start from GENESIS: these logs hold more than one history"));
     }
     if let Some(cp) = checkpoint {
         check_checkpoint(&mut s, cp, &known, &by_replica)?;
