@@ -588,6 +588,22 @@ async fn cert_and_seal_fetch_the_certificate_through_the_service_proxy_like_kube
         apply_json(&plane.client()?, doc).await?;
         all_secrets(&ns, 7..8).await?;
 
+        // The public audit key, as the controller serves it, and an online check of its log
+        // against the checkpoint (issue #10).
+        let (_, key) = http_get(&format!("{api}/v1/audit-key")).await?;
+        assert_eq!(admin.ok(&["audit", "key"]).await?.as_bytes(), key, "byte for byte what the controller serves");
+        std::fs::copy(&controller.audit_log, w.join("audit.log"))?;
+        let verified = admin.ok(&["audit", "verify", "--online", "audit.log"]).await?;
+        assert!(verified.contains("signatures: valid (audit key SHA256:"), "{verified}");
+        assert!(verified.contains("checkpoint: seq ") && verified.contains("of cli-proxy"), "{verified}");
+        std::fs::write(w.join("audit-key.pem"), &key)?;
+        let text = std::fs::read_to_string(w.join("audit.log"))?;
+        let cut: Vec<&str> = text.lines().take(1).collect();
+        std::fs::write(w.join("cut.log"), cut.join("\n"))?;
+        let err =
+            admin.run(&["audit", "verify", "--online", "--public-key", "audit-key.pem", "cut.log"]).await?.error()?;
+        assert!(err.contains("truncated: the log ends at seq 1") && err.contains("trust ends at seq 1"), "{err}");
+
         let err = admin.run(&["cert", "--controller-name", "nope"]).await?.error()?;
         assert!(
             err.contains(&format!(
