@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 
-use gitseal_shared::audit::{AuditObject, AuditRecord, Caller, Chain, Outcome};
+use gitseal_shared::audit::{AuditObject, AuditRecord, CHAIN_STARTED, Caller, Chain, Checkpoint, Outcome, SigningKey};
 use gitseal_shared::manifest::parse_documents;
 use serde_json::{Value, json};
 use snapbox::cmd::{Command, cargo_bin};
@@ -74,9 +74,16 @@ const KEY_A: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 // The last character carries 2 bits that must be zero for a canonical 32-byte hash.
 const KEY_B: &str = "SHA256:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA";
 
-fn audit_log() -> Vec<String> {
+fn audit_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate().unwrap().0)
+}
+
+/// A signed history of 6 records (a chain start and five operations) and its head.
+fn signed_log() -> (Vec<String>, Chain) {
     let mut chain = Chain::default();
-    [
+    let lines = [
+        record("2026-01-01T10:00:00Z", CHAIN_STARTED, Outcome::Success, None, "", None),
         record("2026-01-01T10:00:00Z", "KeyGenerated", Outcome::Success, None, KEY_A, None),
         record("2026-01-02T10:00:00Z", "Unseal", Outcome::Success, Some(("prod", "db")), KEY_A, None),
         record("2026-01-03T10:00:00Z", "Unseal", Outcome::Failure, Some(("prod", "cache")), "", None),
@@ -85,34 +92,96 @@ fn audit_log() -> Vec<String> {
         record("2026-01-06T10:00:00Z", "KeyRetired", Outcome::Success, None, KEY_A, Some("sam")),
     ]
     .into_iter()
-    .map(|r| chain.seal(r))
-    .collect()
+    .map(|mut r| {
+        r.actor = Some("replica-a".into());
+        chain.seal(r, audit_key())
+    })
+    .collect();
+    (lines, chain)
+}
+
+/// The six operations, without the chain start (for the filters).
+fn audit_log() -> Vec<String> {
+    signed_log().0.split_off(1)
 }
 
 #[test]
 fn audit_verify_counts_an_intact_chain_and_names_the_first_broken_line() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = audit_log();
+    let (lines, _) = signed_log();
     fs::write(dir.path().join("audit.log"), lines.join("\n") + "\n").unwrap();
-    assert_eq!(ok(dir.path(), &["audit", "verify", "audit.log"]), "6 records, chain intact\n");
+    let out = ok(dir.path(), &["audit", "verify", "audit.log"]);
+    assert!(out.starts_with("7 records, chain intact (seq 1 to 7, 1 segment)\n"), "{out}");
+    assert!(out.contains("signatures: not checked"), "{out}");
     let out = run(dir.path(), &["audit", "verify", "-"], Some(&lines.join("\n")));
     assert!(out.status.success());
 
     let mut edited = lines.clone();
-    edited[2] = edited[2].replace("\"failure\"", "\"success\"");
+    edited[3] = edited[3].replace("\"failure\"", "\"success\"");
     fs::write(dir.path().join("edited.log"), edited.join("\n")).unwrap();
     let (_, err) = fails(dir.path(), &["audit", "verify", "edited.log"]);
-    assert!(err.contains("edited.log: line 3: record was altered"), "{err}");
+    assert!(err.contains("edited.log: line 4 (seq 4): record altered"), "{err}");
+    assert!(err.contains("trust ends at seq 3"), "{err}");
 
     let mut removed = lines.clone();
-    removed.remove(1);
+    removed.remove(2);
     fs::write(dir.path().join("removed.log"), removed.join("\n")).unwrap();
     let (_, err) = fails(dir.path(), &["audit", "verify", "removed.log"]);
-    assert!(err.contains("line 2: chain broken"), "{err}");
+    assert!(err.contains("line 3 (seq 4): record seq 3 is missing (removed); trust ends at seq 2"), "{err}");
 
     fs::write(dir.path().join("empty.log"), "\n").unwrap();
     let (_, err) = fails(dir.path(), &["audit", "verify", "empty.log"]);
     assert!(err.contains("no input") || err.contains("empty") || err.contains("no audit record"), "{err}");
+}
+
+#[test]
+fn audit_verify_with_the_key_and_checkpoint_reports_forgery_and_truncation_with_the_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, head) = signed_log();
+    let key = audit_key();
+    fs::write(dir.path().join("key.pem"), key.public_key().to_pem()).unwrap();
+    let cp = Checkpoint::new("replica-a", &head, "2026-01-06T10:00:01Z", key);
+    let cm =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"checkpoint": serde_json::to_string(&cp).unwrap()}});
+    fs::write(dir.path().join("cp.json"), cm.to_string()).unwrap();
+    fs::write(dir.path().join("audit.log"), lines.join("\n")).unwrap();
+    let args = |log: &'static str| ["audit", "verify", "--public-key", "key.pem", "--checkpoint", "cp.json", log];
+    let out = ok(dir.path(), &args("audit.log"));
+    assert!(out.contains("signatures: valid (audit key SHA256:"), "{out}");
+    assert!(out.contains("checkpoint: seq 7 of replica-a"), "{out}");
+
+    // Cut off the last two records.
+    fs::write(dir.path().join("cut.log"), lines[..5].join("\n")).unwrap();
+    let (_, err) = fails(dir.path(), &args("cut.log"));
+    assert!(err.contains("truncated: the log ends at seq 5") && err.contains("trust ends at seq 5"), "{err}");
+
+    // Rewritten from seq 4 and re-hashed, signed with another key.
+    let forger = SigningKey::generate().unwrap().0;
+    let mut c = Chain::resume(&lines[2], &key.public_key()).unwrap();
+    let mut forged = lines[..3].to_vec();
+    for l in &lines[3..] {
+        let mut r = gitseal_shared::audit::parse_line(l).unwrap().record;
+        r.outcome = Outcome::Success;
+        forged.push(c.seal(r, &forger));
+    }
+    fs::write(dir.path().join("forged.log"), forged.join("\n")).unwrap();
+    let (_, err) = fails(dir.path(), &args("forged.log"));
+    assert!(err.contains("line 4 (seq 4): record signature does not verify"), "{err}");
+    assert!(err.contains("trust ends at seq 3"), "{err}");
+    // Without the key, the checkpoint still tells the rewrite.
+    let (_, err) = fails(dir.path(), &["audit", "verify", "--checkpoint", "cp.json", "forged.log"]);
+    assert!(err.contains("rewritten at or before seq 7"), "{err}");
+
+    // An added field.
+    let mut added = lines.clone();
+    added[5] = added[5].replacen('{', "{\"extra\":1,", 1);
+    fs::write(dir.path().join("added.log"), added.join("\n")).unwrap();
+    let (_, err) = fails(dir.path(), &args("added.log"));
+    assert!(err.contains("line 6 (seq 6): record altered") && err.contains("trust ends at seq 5"), "{err}");
+
+    fs::write(dir.path().join("bad.pem"), "nope").unwrap();
+    let (_, err) = fails(dir.path(), &["audit", "verify", "--public-key", "bad.pem", "audit.log"]);
+    assert!(err.contains("not an Ed25519 public key"), "{err}");
 }
 
 #[test]

@@ -453,6 +453,10 @@ async fn key_operation(
     if let Err(r) = check_key_namespace(&shared, &ns) {
         return refuse_key_op(&shared, &who, &resource, "wrong_namespace", *r);
     }
+    if let Err(why) = shared.audit.ready_for_work() {
+        let r = status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why);
+        return refuse_key_op(&shared, &who, &resource, "audit_unavailable", r);
+    }
     let Some(kind) = key_op_kind(&resource) else {
         let r = status(StatusCode::NOT_FOUND, "NotFound", &format!("no such resource in {GROUP}/{VERSION}"));
         return refuse_key_op(&shared, &who, "unknown", "not_found", r);

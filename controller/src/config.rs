@@ -106,6 +106,17 @@ pub struct RunArgs {
     /// Where audit records go: '-' for stdout, or a file (appended, chain resumed).
     #[arg(long, env = "GITSEAL_AUDIT_LOG", default_value = "-")]
     pub audit_log: String,
+    /// Fail closed: while the audit sink cannot be written, stop unsealing and answering the
+    /// verify/rotate/aggregated APIs, and report not ready; resume when it works again.
+    #[arg(long, env = "GITSEAL_AUDIT_REQUIRED")]
+    pub audit_required: bool,
+    /// The leader checkpoints the audit chain head (ConfigMap gitseal-audit-checkpoint) after this
+    /// many records; 0 checkpoints on the interval only.
+    #[arg(long, env = "GITSEAL_AUDIT_CHECKPOINT_RECORDS", default_value_t = 100)]
+    pub audit_checkpoint_records: u64,
+    /// …and at least this often when records were written.
+    #[arg(long, env = "GITSEAL_AUDIT_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub audit_checkpoint_interval: Duration,
     /// Take a coordination.k8s.io Lease before reconciling, so several replicas are safe.
     #[arg(long, env = "GITSEAL_LEADER_ELECT")]
     pub leader_elect: bool,
@@ -284,6 +295,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub disable_legacy_endpoints: bool,
     pub audit_log: Option<PathBuf>,
+    pub audit_required: bool,
+    pub audit_checkpoint_records: u64,
+    pub audit_checkpoint_interval: Duration,
     pub leader_elect: bool,
     pub lease_name: String,
     pub lease_duration: Duration,
@@ -373,6 +387,9 @@ impl RunArgs {
             max_body_bytes: self.max_body_bytes,
             disable_legacy_endpoints: self.disable_legacy_endpoints,
             audit_log: (self.audit_log != "-").then(|| PathBuf::from(self.audit_log)),
+            audit_required: self.audit_required,
+            audit_checkpoint_records: self.audit_checkpoint_records,
+            audit_checkpoint_interval: self.audit_checkpoint_interval.max(Duration::from_millis(100)),
             leader_elect: self.leader_elect,
             lease_name: self.lease_name,
             lease_duration: self.lease_duration,

@@ -74,7 +74,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/cert.pem", get(cert))
-        .route("/v1/recipients", get(recipients));
+        .route("/v1/recipients", get(recipients))
+        .route("/v1/audit-key", get(crate::audit::cluster::public_key_handler));
     if !shared.config.disable_legacy_endpoints {
         app = app.route("/v1/verify", post(verify_handler)).route("/v1/rotate", post(rotate_handler));
     }

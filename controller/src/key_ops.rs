@@ -193,6 +193,9 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
         }));
     }
     items.extend(backup_extras(shared));
+    // The audit signing key travels with the sealing keys, so a restored cluster continues
+    // the same verifiable history.
+    items.extend(crate::audit::cluster::backup_item(shared).await);
     let list = zeroize::Zeroizing::new(
         gitseal_shared::manifest::to_yaml(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
             .map_err(|e| KeyOpError::Failed(e.to_string()))?,

@@ -72,6 +72,12 @@ impl Shared {
     pub fn new(client: kube::Client, config: Config, audit: AuditLog) -> Shared {
         let reporter = Reporter { controller: "gitseal-controller".into(), instance: Some(config.identity.clone()) };
         let b = &config.budget;
+        let mut metrics = Metrics::default();
+        metrics.registry.register(
+            "audit_write_errors",
+            "Audit records that could not be written (lost, or refused work with --audit-required)",
+            audit.write_errors.clone(),
+        );
         Shared {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
@@ -79,7 +85,7 @@ impl Shared {
             op_limiter: budget::OpLimiter::new(b.ops_rate, b.ops_burst, b.per_request),
             client,
             registry: Registry::default(),
-            metrics: Metrics::default(),
+            metrics,
             audit,
             revoked: reconcile::RevokedSet::default(),
             keys_synced: watch::channel(false).0,
@@ -100,8 +106,18 @@ impl Shared {
         if self.leading.load(Ordering::SeqCst) && self.watches_pending.load(Ordering::SeqCst) > 0 {
             return Err("SealedSecret watches not synced");
         }
-        Ok(())
+        self.audit.ready_for_work()
     }
+}
+
+/// The audit sink, continuing the cluster's history: the signing key from its Secret (made on
+/// first start), the head from the audit file or the checkpoint.
+async fn open_audit(client: &kube::Client, config: &Config) -> anyhow::Result<AuditLog> {
+    let key = audit::cluster::load_or_create_key(client, &config.namespace).await?;
+    let anchor = audit::cluster::read_checkpoint(client, &config.namespace).await?;
+    let policy = audit::CheckpointPolicy { records: config.audit_checkpoint_records };
+    AuditLog::open(config.audit_log.as_deref(), &config.identity, key, anchor.as_ref(), config.audit_required, policy)
+        .context("cannot open the audit log")
 }
 
 /// SIGTERM or Ctrl-C.
@@ -128,7 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (no in-cluster config and no usable KUBECONFIG)")?;
-    let audit = AuditLog::open(config.audit_log.as_deref(), &config.identity).context("cannot open the audit log")?;
+    let audit = open_audit(&client, &config).await?;
     let shared = Arc::new(Shared::new(client, config, audit));
     let mut rec = AuditLog::record("ControllerStarted", AuditOutcome::Success);
     rec.message = Some(format!("namespace {}", shared.config.namespace));
@@ -172,6 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     tokio::spawn(keys::watch_keys(shared.clone()));
+    tokio::spawn(audit::cluster::monitor_sink(shared.clone()));
     tracing::info!(listen = %shared.config.listen_addr, metrics = %shared.config.metrics_addr, identity = %shared.config.identity, "gitseal-controller started");
 
     let result = lead_and_work(shared.clone(), shutdown_signal()).await;
@@ -211,6 +228,7 @@ async fn lead_and_work(shared: Arc<Shared>, shutdown: impl std::future::Future<O
     shared.audit.write(rec);
 
     let renewal = tokio::spawn(keys::renewal_loop(shared.clone()));
+    let checkpoints = tokio::spawn(audit::cluster::checkpoint_loop(shared.clone()));
     let work = reconcile::controllers(shared.clone()).for_each(|()| async {});
     let keep = async {
         match &lock {
@@ -224,6 +242,10 @@ async fn lead_and_work(shared: Arc<Shared>, shutdown: impl std::future::Future<O
         () = &mut shutdown => Ok(()),
     };
     renewal.abort();
+    checkpoints.abort();
+    if let Err(e) = audit::cluster::write_checkpoint(&shared).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot write the last audit checkpoint");
+    }
     shared.leading.store(false, Ordering::SeqCst);
     shared.metrics.leader.set(0);
     if let Some(lock) = &lock {

@@ -69,6 +69,11 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
         // The Secret goes with it through its owner reference.
         return Ok(Action::await_change());
     }
+    if let Err(why) = shared.audit.ready_for_work() {
+        // Fail closed: nothing is produced or changed that the trail could not record.
+        tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), why, "not unsealing");
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let _timer = shared.metrics.reconcile_started();
     let group = ApiGroup::of(&ss).unwrap_or_default();
     let ns = ss.namespace().unwrap_or_default();

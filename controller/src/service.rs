@@ -46,6 +46,9 @@ pub enum ServiceError {
     CannotDecrypt,
     #[error("no sealing key is loaded yet")]
     NoKeys,
+    /// `--audit-required` and the audit sink is failing: no work that would go unaudited.
+    #[error("{0}")]
+    AuditUnavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -80,6 +83,9 @@ impl ServiceError {
             ServiceError::Busy(s) => a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "busy", Some(*s)),
             ServiceError::CannotDecrypt => a(StatusCode::CONFLICT, "Conflict", "cannot_decrypt", None),
             ServiceError::NoKeys => a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "no_keys", Some(5)),
+            ServiceError::AuditUnavailable(_) => {
+                a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "audit_unavailable", Some(5))
+            }
             ServiceError::Internal(_) => Answer {
                 code: StatusCode::INTERNAL_SERVER_ERROR,
                 reason: "InternalError",
@@ -283,6 +289,9 @@ async fn run(
     parsed: Result<SealedSecretObject, ServiceError>,
     op: Op,
 ) -> Result<(SealedSecretObject, Result<Done, ServiceError>), ServiceError> {
+    if let Err(why) = shared.audit.ready_for_work() {
+        return Err(ServiceError::AuditUnavailable(why));
+    }
     let now = Instant::now();
     let by_addr = match &call.client {
         ClientKey::Addr(a) => Some(*a),

@@ -19,11 +19,14 @@ Examples:
   gitseal audit audit.log --key-id SHA256:AbCd... -o wide
 
   gitseal audit verify audit.log               # was a line edited, inserted or removed?
+  gitseal audit key > audit-key.pem            # the controller's public audit key (keep it)
+  gitseal audit verify --public-key audit-key.pem --online audit.log   # signed, and nothing cut off?
   gitseal audit access prod/db                 # who can read the Secret prod/db?
   gitseal audit reads prod/db audit.log        # who did read it (the apiserver's account)?
 
 Records are the controller's JSON lines (--audit-log FILE, or its stdout). Lines that are not
-JSON objects (logs mixed in) are skipped by the filter; `audit verify` accepts none.";
+records (logs mixed in) are skipped by the filter and by `audit verify`, where a missing record
+still breaks the chain.";
 
 #[derive(Debug, Args)]
 #[command(after_help = AUDIT_HELP, args_conflicts_with_subcommands = true)]
@@ -37,9 +40,11 @@ pub struct AuditArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of an audit log: exit 0 with the record count, or 1 with the first
-    /// broken line
+    /// Check audit logs: hashes and links, signatures (--public-key), and the anchored head
+    /// (--checkpoint, --online); exit 0 with a summary, or 1 naming where trust ends
     Verify(AuditVerifyArgs),
+    /// Print the controller's public audit key (PEM), for `audit verify --public-key`
+    Key(AuditKeyArgs),
     /// Who can read a Secret: every user, group and ServiceAccount that RBAC lets get, list or
     /// watch it, each confirmed with a SubjectAccessReview
     Access(AuditAccessArgs),
@@ -89,13 +94,53 @@ pub enum OutcomeArg {
     Failure,
 }
 
+const VERIFY_HELP: &str = "\
+Examples:
+  gitseal audit verify /var/log/gitseal/audit.log
+  kubectl logs -n gitseal-system deploy/gitseal-controller | gitseal audit verify -
+  gitseal audit verify --public-key audit-key.pem --online replica-a.log replica-b.log
+  kubectl -n gitseal-system get configmap gitseal-audit-checkpoint -o json > checkpoint.json
+  gitseal audit verify --public-key audit-key.pem --checkpoint checkpoint.json audit.log
+
+Give every replica's log (any order; each in its own order). Without --public-key only hashes
+and links are checked: anyone can re-hash a rewritten file. Without a checkpoint a cut-off tail
+goes unnoticed. --online reads the checkpoint through your kubeconfig (get on the ConfigMap
+gitseal-audit-checkpoint in the controller namespace) and, when no --public-key is given, the key
+from the controller itself (trust on first use: keep the key and pass it next time).";
+
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  gitseal audit verify /var/log/gitseal/audit.log\n  \
-kubectl logs -n gitseal-system deploy/gitseal-controller | gitseal audit verify -")]
+#[command(after_help = VERIFY_HELP)]
 pub struct AuditVerifyArgs {
-    /// Audit log (JSON lines); - reads stdin
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// Audit logs (JSON lines), one per replica or rotated file; - reads stdin
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// The controller's public audit key (PEM, from `gitseal audit key`): check every signature
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+
+    /// The checkpoint (its JSON, or the ConfigMap gitseal-audit-checkpoint as JSON): report
+    /// truncation and rewriting against it
+    #[arg(long, value_name = "FILE", conflicts_with = "online")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// Read the checkpoint (and, without --public-key, the key) from the cluster
+    #[arg(long)]
+    pub online: bool,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  gitseal audit key > audit-key.pem\n  gitseal audit key --fingerprint")]
+pub struct AuditKeyArgs {
+    /// Print only the key's SHA-256 fingerprint
+    #[arg(long)]
+    pub fingerprint: bool,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 const ACCESS_HELP: &str = "\

@@ -109,10 +109,38 @@ pub struct AuditFilter {
 
 #[derive(Debug)]
 pub enum AuditConfig {
-    Filter { input: Input, filter: AuditFilter, output: Output },
-    Verify(Input),
-    Access { namespace: String, name: String, all: bool, log: Option<Input>, output: Output, cluster: ClusterConfig },
-    Reads { namespace: String, name: String, source: ReadSource, direct: bool, all: bool, output: Output },
+    Filter {
+        input: Input,
+        filter: AuditFilter,
+        output: Output,
+    },
+    Verify {
+        inputs: Vec<Input>,
+        public_key: Option<PathBuf>,
+        checkpoint: Option<PathBuf>,
+        /// `--online`: where to read the checkpoint (and key) from.
+        online: Option<ClusterConfig>,
+    },
+    Key {
+        fingerprint: bool,
+        cluster: ClusterConfig,
+    },
+    Access {
+        namespace: String,
+        name: String,
+        all: bool,
+        log: Option<Input>,
+        output: Output,
+        cluster: ClusterConfig,
+    },
+    Reads {
+        namespace: String,
+        name: String,
+        source: ReadSource,
+        direct: bool,
+        all: bool,
+        output: Output,
+    },
 }
 
 /// Where `gitseal audit reads` finds the reads.
@@ -183,7 +211,15 @@ pub fn keys(c: KeysCommand) -> Result<KeysConfig, clap::Error> {
 
 pub fn audit(a: AuditArgs) -> Result<AuditConfig, clap::Error> {
     match a.command {
-        Some(AuditCommand::Verify(v)) => Ok(AuditConfig::Verify(Input::from(Some(v.file)))),
+        Some(AuditCommand::Verify(v)) => Ok(AuditConfig::Verify {
+            inputs: v.files.into_iter().map(|f| Input::from(Some(f))).collect(),
+            public_key: v.public_key,
+            checkpoint: v.checkpoint,
+            online: v.online.then(|| ClusterConfig::from_args(v.cluster, None)),
+        }),
+        Some(AuditCommand::Key(k)) => {
+            Ok(AuditConfig::Key { fingerprint: k.fingerprint, cluster: ClusterConfig::from_args(k.cluster, None) })
+        }
         Some(AuditCommand::Access(v)) => access(v),
         Some(AuditCommand::Reads(v)) => reads(v),
         None => filter(a.filter),

@@ -12,6 +12,7 @@
 mod fixture;
 
 mod aggregated;
+mod audit;
 mod budget;
 mod compat;
 mod custody;

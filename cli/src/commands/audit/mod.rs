@@ -1,12 +1,14 @@
 //! `gitseal audit`: read the controller's audit records (JSON lines), keep those that match
-//! the filters, print a table or JSON; `audit verify` checks the hash chain; `audit access`
-//! answers who can read a Secret, `audit reads` who did.
+//! the filters, print a table or JSON; `audit verify` checks hashes, links, signatures and the
+//! checkpoint; `audit key` prints the public audit key; `audit access` answers who can read a
+//! Secret, `audit reads` who did.
 
 mod access;
 mod reads;
+mod verify;
 
-use anyhow::{Result, bail};
-use gitseal_shared::audit::{AuditRecord, Outcome, verify_chain};
+use anyhow::Result;
+use gitseal_shared::audit::{AuditRecord, Outcome};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -17,7 +19,10 @@ use crate::{io, output, table};
 pub fn run(cfg: &AuditConfig) -> Result<()> {
     match cfg {
         AuditConfig::Filter { input, filter, output } => show(input, filter, *output),
-        AuditConfig::Verify(input) => verify(input),
+        AuditConfig::Verify { inputs, public_key, checkpoint, online } => {
+            verify::run(inputs, public_key.as_deref(), checkpoint.as_deref(), online.as_ref())
+        }
+        AuditConfig::Key { fingerprint, cluster } => verify::key(*fingerprint, cluster),
         AuditConfig::Access { namespace, name, all, log, output, cluster } => {
             access::run(cluster, namespace, name, *all, log.as_ref(), *output)
         }
@@ -29,17 +34,6 @@ pub fn run(cfg: &AuditConfig) -> Result<()> {
 
 /// Shown when stdin is a terminal.
 const TTY_HINT: &str = "(tty detected: expecting the controller's audit records, JSON lines, on stdin)";
-
-fn verify(input: &Input) -> Result<()> {
-    let text = io::read_text_hinted(input, TTY_HINT)?;
-    match verify_chain(text.lines()) {
-        Ok(0) => bail!("{} holds no audit record: give the controller's audit log", input.describe()),
-        Ok(n) => io::write_stdout(format!("{n} records, chain intact\n").as_bytes()),
-        Err(broken) => {
-            bail!("{}: {broken}; the log was edited, or records were inserted or removed there", input.describe())
-        }
-    }
-}
 
 fn show(input: &Input, filter: &AuditFilter, out: Output) -> Result<()> {
     let text = io::read_text_hinted(input, TTY_HINT)?;

@@ -246,6 +246,11 @@ pub fn parse_keys(text: &str) -> Result<Vec<BackupKey>> {
             continue; // the digest key or the revocation list: see parse_extras
         }
         let meta = &doc.value["metadata"];
+        // The audit signing key travels in backups too; it is restored with kubectl when a
+        // cluster is rebuilt, never mixed into the sealing keys.
+        if meta["labels"]["gitseal.dev/audit-key"].is_string() {
+            continue;
+        }
         let name = meta["name"]
             .as_str()
             .filter(|n| !n.is_empty())
