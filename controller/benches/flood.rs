@@ -302,6 +302,8 @@ async fn main() {
     let newest = pairs.last().unwrap();
     let per_op = seconds_per_op(newest);
 
+    // Warm up (watch caches, connections, first reconciles) so neither phase pays for it.
+    phase(&g, &ns, newest, "warm", 20, None).await;
     let quiet = phase(&g, &ns, newest, "quiet", n, None).await;
     let body = Arc::new(worst_case(&pairs, ns.name()));
     let mut loud = phase(&g, &ns, newest, "loud", n, Some(body)).await;
