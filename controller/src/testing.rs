@@ -23,7 +23,8 @@ pub fn shared_with(extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc
     let mut args = vec!["gitseal-controller", "--namespace", "gitseal-system"];
     args.extend_from_slice(extra);
     let config = Cli::try_parse_from(args).expect("test flags parse").run.resolve().expect("test config resolves");
-    let shared = Shared::new(offline_client(), config, AuditLog::to_writer(audit, "test").expect("in-memory audit log"));
+    let shared =
+        Shared::new(offline_client(), config, AuditLog::to_writer(audit, "test").expect("in-memory audit log"));
     let pair =
         gitseal_keys::generate::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))
             .expect("key generation");

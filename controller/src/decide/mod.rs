@@ -365,10 +365,10 @@ mod tests {
     use gitseal_keys::generate::{DEFAULT_TTL, generate_key_pair};
     use gitseal_shared::manifest::secret::PlainSecret;
     use gitseal_shared::seal::{SealOptions, seal_secret, target_of};
-    use std::collections::BTreeMap;
     use gitseal_shared::value::RecipientSet;
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+    use std::collections::BTreeMap;
     use std::sync::OnceLock;
 
     const NOW: &str = "2026-11-26T12:00:00Z";
