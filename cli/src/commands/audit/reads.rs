@@ -125,7 +125,23 @@ fn each_line(input: &Input, mut f: impl FnMut(&str) -> Option<()>) -> Result<usi
 
 fn print(reads: &[AuditRecord], ns: &str, name: &str, hidden: usize, out: Output) -> Result<()> {
     match out {
-        Output::Json | Output::Yaml => output::print_structured(&serde_json::to_value(reads)?, out == Output::Yaml),
+        Output::Json | Output::Yaml => {
+            // Reads taken from the apiserver's log are no part of gitseal's chain: no seq/prev.
+            let values = reads
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r)?;
+                    if r.hash.is_none()
+                        && let Some(o) = v.as_object_mut()
+                    {
+                        o.remove("seq");
+                        o.remove("prev");
+                    }
+                    Ok(v)
+                })
+                .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            output::print_structured(&serde_json::Value::Array(values), out == Output::Yaml)
+        }
         Output::Table | Output::Wide => {
             let wide = out == Output::Wide;
             let rows: Vec<[String; 8]> = reads
