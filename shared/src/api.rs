@@ -435,6 +435,15 @@ mod tests {
     }
 
     #[test]
+    fn a_request_object_serializes_as_the_cli_always_sent_it() {
+        let req = Request::new(Resource::KeyRetirements, "key", KeyStateSpec { key_id: "SHA256:x".into() });
+        let expected = json!({"apiVersion": "api.gitseal.dev/v1", "kind": "KeyRetirement",
+                              "metadata": {"name": "key"}, "spec": {"keyId": "SHA256:x"}});
+        assert_eq!(serde_json::to_string(&req).unwrap(), expected.to_string());
+        assert_eq!(Resource::Keys.path("ops"), "/apis/api.gitseal.dev/v1/namespaces/ops/keys");
+    }
+
+    #[test]
     fn a_key_list_keeps_fields_this_build_does_not_know() {
         let wire = json!({"apiVersion": "api.gitseal.dev/v1", "kind": "KeyList", "items": [{
             "keyId": "k", "secretName": "s", "created": null, "notBefore": null, "notAfter": null,
