@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::str::FromStr;
 
 use gitseal_shared::KeyId;
+use gitseal_shared::api::{BackupStatus, KeyInfo, KeyList, KeyStateStatus, RotationStatus};
 use gitseal_shared::audit::{Caller, Outcome as AuditOutcome};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -71,41 +72,45 @@ fn audit(shared: &Shared, action: &str, caller: &Caller, key_id: Option<String>,
 }
 
 /// Every key with its state, newest first.
-pub fn list(shared: &Shared) -> Value {
+pub fn list(shared: &Shared) -> KeyList {
     let sealing = shared.registry.sealing().map(|k| k.id().clone());
-    let items: Vec<Value> = shared
+    let items = shared
         .registry
         .all()
         .iter()
-        .map(|k| {
-            json!({
-                "keyId": k.id().to_string(),
-                "secretName": k.secret_name,
-                "created": k.created,
-                "notBefore": k.not_before().map(gitseal_keys::cert::fmt_time),
-                "notAfter": k.pair.cert.not_after().map(gitseal_keys::cert::fmt_time),
-                "state": k.state.as_str(),
-                "pendingBackup": k.pending_backup,
-                "latest": sealing.as_ref() == Some(k.id()),
-                "bitnami": k.bitnami,
-                "ageRecipient": k.decryption.age_recipient().map(|r| r.to_string()),
-            })
+        .map(|k| KeyInfo {
+            key_id: k.id().to_string(),
+            secret_name: Some(k.secret_name.clone()),
+            created: k.created.clone(),
+            not_before: k.not_before().map(gitseal_keys::cert::fmt_time),
+            not_after: k.pair.cert.not_after().map(gitseal_keys::cert::fmt_time),
+            state: k.state.as_str().into(),
+            pending_backup: k.pending_backup,
+            latest: sealing.as_ref() == Some(k.id()),
+            bitnami: k.bitnami,
+            age_recipient: k.decryption.age_recipient().map(|r| r.to_string()),
+            extra: serde_json::Map::new(),
         })
         .collect();
-    json!({"apiVersion": "api.gitseal.dev/v1", "kind": "KeyList", "items": items})
+    KeyList::new(items)
 }
 
 /// Make a new key now.
-pub async fn rotate(shared: &Shared, caller: &Caller) -> Result<Value, KeyOpError> {
+pub async fn rotate(shared: &Shared, caller: &Caller) -> Result<RotationStatus, KeyOpError> {
     let id = crate::keys::generate(shared, "Requested", Some(caller.clone()))
         .await
         .map_err(|e| KeyOpError::Failed(format!("{e:#}")))?;
     let secret = shared.registry.find(&id).map(|k| k.secret_name.clone());
-    Ok(json!({"keyId": id.to_string(), "secretName": secret}))
+    Ok(RotationStatus { key_id: id.to_string(), secret_name: secret })
 }
 
 /// Retire (still decrypts, never seals) or revoke (compromised: not used at all) a key.
-pub async fn set_state(shared: &Shared, caller: &Caller, key_id: &str, state: KeyState) -> Result<Value, KeyOpError> {
+pub async fn set_state(
+    shared: &Shared,
+    caller: &Caller,
+    key_id: &str,
+    state: KeyState,
+) -> Result<KeyStateStatus, KeyOpError> {
     let action = match state {
         KeyState::Retired => "KeyRetired",
         KeyState::Revoked => "KeyRevoked",
@@ -141,12 +146,12 @@ pub async fn set_state(shared: &Shared, caller: &Caller, key_id: &str, state: Ke
         .map_err(|e| e.to_string());
     audit(shared, action, caller, Some(key.id().to_string()), &result);
     result.map_err(KeyOpError::Failed)?;
-    Ok(json!({"keyId": key.id().to_string(), "state": state.as_str()}))
+    Ok(KeyStateStatus { key_id: key.id().to_string(), state: state.as_str().into() })
 }
 
 /// Encrypt every key (as a YAML v1 List of key Secrets) to the given age recipients and mark the
 /// keys backed up. Returns the base64 of a binary age file.
-pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> Result<Value, KeyOpError> {
+pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> Result<BackupStatus, KeyOpError> {
     if recipients.is_empty() {
         return Err(KeyOpError::BadRequest("spec.recipients: give at least one age recipient (age1…)".into()));
     }
@@ -224,5 +229,5 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
     rec.key_id = Some(ids.join(","));
     rec.message = Some(format!("{} keys encrypted to {} recipients", ids.len(), recipients.len()));
     shared.audit.write(rec);
-    Ok(json!({"backup": gitseal_shared::value::encode_base64(&out), "keyIds": ids}))
+    Ok(BackupStatus { backup: gitseal_shared::value::encode_base64(&out), key_ids: ids })
 }

@@ -11,6 +11,7 @@
 //! - [`value::multi`]: an age file with one stanza per recipient (cluster RSA keys, X25519 age
 //!   recipients such as an offline recovery key), the scope bound inside the encrypted payload.
 
+pub mod api;
 pub mod apiserver_audit;
 pub mod audit;
 pub mod error;

@@ -9,9 +9,8 @@ use age::armor::{ArmoredWriter, Format};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use gitseal_keys::recipients::parse_recipient;
-use serde_json::json;
 
-use crate::api::{BACKUP, Backup};
+use crate::api::{BACKUP, Backup, BackupSpec};
 use crate::cluster::{self, Cluster};
 use crate::config::{ClusterConfig, RecipientSources};
 use crate::io::{self, Mode};
@@ -30,7 +29,7 @@ pub fn run(cfg: &ClusterConfig, sources: &RecipientSources, out: Option<&Path>, 
         let cluster = Cluster::connect(cfg).await?;
         let ns = &cluster.controller_namespace;
         BACKUP
-            .create::<Backup>(&cluster, ns, "backup", json!({"recipients": recipients}))
+            .create::<Backup>(&cluster, ns, "backup", BackupSpec { recipients: recipients.clone() })
             .await
             .map_err(|e| BACKUP.explain(&cluster, ns, e))
     })?;

@@ -47,7 +47,7 @@ pub fn set_state(cfg: &ClusterConfig, given: &str, target: Target) -> Result<()>
         let cluster = Cluster::connect(cfg).await?;
         let ns = cluster.controller_namespace.clone();
         let key_id = resolve(&cluster, given).await?;
-        match call.create::<StateChange>(&cluster, &ns, "key", json!({"keyId": key_id})).await {
+        match call.create::<StateChange>(&cluster, &ns, "key", api::KeyStateSpec { key_id: key_id.clone() }).await {
             Ok(c) => Ok(c),
             Err(kube::Error::Api(s)) if s.code == 404 && s.message.contains("no key") => {
                 Err(anyhow!("unknown key id {given}: the controller has no such key; see gitseal keys list"))

@@ -68,7 +68,7 @@ pub fn run(paths: &[PathBuf], online: Option<&ClusterConfig>, out: Output) -> Re
 async fn ask(cfg: &ClusterConfig, entries: &mut [Entry]) -> Result<()> {
     let cluster = Cluster::connect(cfg).await?;
     let cluster = &cluster;
-    let todo: Vec<(usize, String, String, Value)> = entries
+    let todo: Vec<(usize, String, String, api::SealedSecretSpec)> = entries
         .iter()
         .enumerate()
         .filter(|(_, e)| e.ids.is_empty())
