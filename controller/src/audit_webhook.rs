@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Context as _;
+use crate::error::Context as _;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -138,12 +138,14 @@ impl std::fmt::Debug for TokenDigest {
 }
 
 impl TokenDigest {
-    fn load(path: &Path) -> anyhow::Result<TokenDigest> {
+    fn load(path: &Path) -> crate::error::Result<TokenDigest> {
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         );
         let token = text.trim();
-        anyhow::ensure!(!token.is_empty(), "{} holds no token", path.display());
+        if token.is_empty() {
+            return Err(crate::error::Error::invalid(format!("{} holds no token", path.display())));
+        }
         Ok(TokenDigest(Sha256::digest(token.as_bytes()).into()))
     }
 
@@ -178,7 +180,7 @@ struct Receiver {
     refusals: crate::http::RateLimiter,
 }
 
-fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
+fn load_roots(path: &Path) -> crate::error::Result<RootCertStore> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut roots = RootCertStore::empty();
     for block in pem::parse_many(&pem).context("the audit webhook client CA is not PEM")? {
@@ -188,11 +190,13 @@ fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
                 .context("bad audit webhook client CA certificate")?;
         }
     }
-    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+    if roots.is_empty() {
+        return Err(crate::error::Error::invalid(format!("{} holds no certificate", path.display())));
+    }
     Ok(roots)
 }
 
-fn tls_config(cfg: &AuditWebhookConfig) -> anyhow::Result<ServerConfig> {
+fn tls_config(cfg: &AuditWebhookConfig) -> crate::error::Result<ServerConfig> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let certs: Vec<CertificateDer<'static>> = pem::parse_many(read(&cfg.tls_cert)?)
         .context("the audit webhook serving certificate is not PEM")?
@@ -295,7 +299,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     cfg: AuditWebhookConfig,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let token = cfg.token_file.as_deref().map(TokenDigest::load).transpose()?;
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg)?));
     let listener =

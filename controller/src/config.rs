@@ -5,10 +5,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use crate::error::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gitseal_keys::policy::RenewPolicy;
 use time::OffsetDateTime;
+
+/// Refuse the configuration with a one-line reason ([`crate::error::Error::Invalid`]).
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(crate::error::Error::invalid(format!($($arg)*)))
+    };
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -313,7 +320,7 @@ pub struct Config {
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 impl RunArgs {
-    pub fn resolve(self) -> anyhow::Result<Config> {
+    pub fn resolve(self) -> crate::error::Result<Config> {
         let namespace = self
             .namespace
             .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
@@ -339,8 +346,8 @@ impl RunArgs {
             .trusted_proxies
             .iter()
             .filter(|s| !s.trim().is_empty())
-            .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!("--trusted-proxies: {e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|s| s.parse().map_err(|e: String| crate::error::Error::invalid(format!("--trusted-proxies: {e}"))))
+            .collect::<crate::error::Result<Vec<_>>>()?;
         if !(self.api_private_ops_rate.is_finite() && self.api_private_ops_rate >= 0.0) {
             bail!("--api-private-ops-rate must be a number of operations per second, 0 or more");
         }
@@ -428,7 +435,7 @@ impl RunArgs {
 }
 
 /// `--backup-recipients`: each an age X25519 recipient, normalised.
-fn backup_recipients(given: Vec<String>) -> anyhow::Result<Vec<String>> {
+fn backup_recipients(given: Vec<String>) -> crate::error::Result<Vec<String>> {
     use std::str::FromStr as _;
     given
         .into_iter()
@@ -442,7 +449,7 @@ fn backup_recipients(given: Vec<String>) -> anyhow::Result<Vec<String>> {
 }
 
 /// RFC 3339, or RFC 1123Z as Bitnami's `--key-cutoff-time` takes (`date -R`).
-fn parse_time(s: &str) -> anyhow::Result<OffsetDateTime> {
+fn parse_time(s: &str) -> crate::error::Result<OffsetDateTime> {
     use time::format_description::well_known::{Rfc2822, Rfc3339};
     OffsetDateTime::parse(s, &Rfc3339)
         .or_else(|_| OffsetDateTime::parse(s, &Rfc2822))

@@ -51,7 +51,7 @@ pub fn bitnami() -> CustomResourceDefinition {
 }
 
 /// The CRD of `group`, or both, as a YAML stream.
-pub fn render(group: Option<ApiGroup>) -> anyhow::Result<String> {
+pub fn render(group: Option<ApiGroup>) -> crate::error::Result<String> {
     let docs = match group {
         Some(ApiGroup::Gitseal) => vec![serde_json::to_value(gitseal())?],
         Some(ApiGroup::Bitnami) => vec![serde_json::to_value(bitnami())?],

@@ -99,7 +99,7 @@ pub fn list(shared: &Shared) -> KeyList {
 pub async fn rotate(shared: &Shared, caller: &Caller) -> Result<RotationStatus, KeyOpError> {
     let id = crate::keys::generate(shared, "Requested", Some(caller.clone()))
         .await
-        .map_err(|e| KeyOpError::Failed(format!("{e:#}")))?;
+        .map_err(|e| KeyOpError::Failed(crate::error::report(&e)))?;
     let secret = shared.registry.find(&id).map(|k| k.secret_name.clone());
     Ok(RotationStatus { key_id: id.to_string(), secret_name: secret })
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::error::Context as _;
 use futures::StreamExt;
 use gitseal_keys::generate_key_pair;
 use gitseal_shared::KeyId;
@@ -75,7 +75,8 @@ fn classify(shared: &Shared, secret: &Secret) -> Seen {
     };
     let key = match LoadedKey::from_secret(secret, state) {
         Ok(k) => k,
-        Err(problem) => {
+        Err(e) => {
+            let problem = crate::error::report(&e);
             tracing::warn!(secret = %name, %problem, "skipping malformed key Secret");
             let mut rec = AuditLog::record("KeyLoad", AuditOutcome::Failure);
             rec.reason = Some("MalformedKeySecret".into());
@@ -184,7 +185,7 @@ pub async fn persist_revocations(shared: &Shared) -> Result<BTreeSet<KeyId>, kub
 }
 
 /// Load the digest key, or make and store one when the controller namespace has none yet.
-pub async fn ensure_digest_key(shared: &Shared) -> anyhow::Result<()> {
+pub async fn ensure_digest_key(shared: &Shared) -> crate::error::Result<()> {
     if shared.registry.digest_key().is_some() {
         return Ok(());
     }
@@ -194,7 +195,7 @@ pub async fn ensure_digest_key(shared: &Shared) -> anyhow::Result<()> {
         shared.registry.set_digest_key(DigestKey::from_bytes(&bytes).context("the digest-key Secret is malformed")?);
         return Ok(());
     }
-    let key = DigestKey::generate().map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let key = DigestKey::generate().map_err(|_| crate::error::Error::invalid("the system random generator failed"))?;
     match api.create(&PostParams::default(), &digest_key_secret(shared, &key)).await {
         Ok(_) => {
             let mut rec = AuditLog::record("DigestKeyGenerated", AuditOutcome::Success);
@@ -225,8 +226,8 @@ fn digest_key_secret(shared: &Shared, key: &DigestKey) -> Secret {
 
 /// Replace the digest key (with a key renewal). Every produced Secret then costs one
 /// re-verification: its annotation was made under the old key.
-async fn rotate_digest_key(shared: &Shared) -> anyhow::Result<()> {
-    let key = DigestKey::generate().map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+async fn rotate_digest_key(shared: &Shared) -> crate::error::Result<()> {
+    let key = DigestKey::generate().map_err(|_| crate::error::Error::invalid("the system random generator failed"))?;
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
     let pp = PatchParams::apply(crate::decide::FIELD_MANAGER).force();
     api.patch(DIGEST_KEY_SECRET, &pp, &Patch::Apply(&digest_key_secret(shared, &key)))
@@ -400,7 +401,7 @@ pub async fn generate(
     shared: &Shared,
     why: &str,
     caller: Option<gitseal_shared::audit::Caller>,
-) -> anyhow::Result<KeyId> {
+) -> crate::error::Result<KeyId> {
     let cfg = &shared.config;
     let (bits, cn, ttl) = (cfg.key_size, cfg.my_cn.clone(), cfg.key_ttl);
     // Certificates carry whole seconds and "latest" is the greatest NotBefore: a key made in the
@@ -469,7 +470,7 @@ pub async fn generate(
     tracing::info!(key_id = %id, secret = %name, reason = why, "generated a sealing key");
     // The digest key is rotated with the sealing keys (one re-verification per SealedSecret).
     if renewal && let Err(e) = rotate_digest_key(shared).await {
-        tracing::warn!(error = %format!("{e:#}"), "digest key not rotated; keeping the current one");
+        tracing::warn!(error = %crate::error::report(&e), "digest key not rotated; keeping the current one");
     }
     Ok(id)
 }
@@ -479,7 +480,7 @@ pub async fn renewal_loop(shared: Arc<Shared>) {
     let mut synced = shared.keys_synced.subscribe();
     let _ = synced.wait_for(|s| *s).await;
     while let Err(e) = ensure_digest_key(&shared).await {
-        tracing::error!(error = %format!("{e:#}"), "no digest key; retrying in 5s");
+        tracing::error!(error = %crate::error::report(&e), "no digest key; retrying in 5s");
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let mut changes = shared.registry.subscribe();
@@ -496,7 +497,7 @@ pub async fn renewal_loop(shared: Arc<Shared>) {
             match generate(&shared, why, None).await {
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "key generation failed; retrying in 30s");
+                    tracing::error!(error = %crate::error::report(&e), "key generation failed; retrying in 30s");
                     Some(Duration::from_secs(30))
                 }
             }

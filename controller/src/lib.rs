@@ -13,6 +13,7 @@ pub mod budget;
 pub mod config;
 pub mod crd;
 pub mod decide;
+pub mod error;
 pub mod http;
 pub mod key_ops;
 pub mod keys;
@@ -29,7 +30,7 @@ mod testing;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use anyhow::Context as _;
+use crate::error::Context as _;
 use futures::StreamExt;
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use kube::runtime::events::{Recorder, Reporter};
@@ -112,7 +113,7 @@ impl Shared {
 
 /// The audit sink, continuing the cluster's history: the signing key from its Secret (made on
 /// first start), the head from the audit file or the checkpoint.
-async fn open_audit(client: &kube::Client, config: &Config) -> anyhow::Result<AuditLog> {
+async fn open_audit(client: &kube::Client, config: &Config) -> crate::error::Result<AuditLog> {
     let key = audit::cluster::load_or_create_key(client, &config.namespace).await?;
     let anchor = audit::cluster::read_checkpoint(client, &config.namespace).await?;
     let policy = audit::CheckpointPolicy { records: config.audit_checkpoint_records };
@@ -140,7 +141,7 @@ async fn shutdown_signal() {
 }
 
 /// Run the controller until SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> crate::error::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (no in-cluster config and no usable KUBECONFIG)")?;
@@ -175,7 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = aggregated::serve(shared, agg, stop).await {
-                tracing::error!(error = %format!("{e:#}"), "aggregated API stopped");
+                tracing::error!(error = %crate::error::report(&e), "aggregated API stopped");
             }
         });
     }
@@ -183,7 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = audit_webhook::serve(shared, hook, stop).await {
-                tracing::error!(error = %format!("{e:#}"), "audit webhook receiver stopped");
+                tracing::error!(error = %crate::error::report(&e), "audit webhook receiver stopped");
             }
         });
     }
@@ -202,7 +203,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn lead_and_work(shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+async fn lead_and_work(
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> crate::error::Result<()> {
     tokio::pin!(shutdown);
     let lock = shared.config.leader_elect.then(|| {
         leader::LeaseLock::new(
@@ -237,14 +241,14 @@ async fn lead_and_work(shared: Arc<Shared>, shutdown: impl std::future::Future<O
         }
     };
     let result = tokio::select! {
-        () = work => Err(anyhow::anyhow!("the controller streams ended unexpectedly")),
-        () = keep => Err(anyhow::anyhow!("lost the leader Lease; exiting so a standby takes over")),
+        () = work => Err(crate::error::Error::StreamsEnded),
+        () = keep => Err(crate::error::Error::LostLease),
         () = &mut shutdown => Ok(()),
     };
     renewal.abort();
     checkpoints.abort();
     if let Err(e) = audit::cluster::write_checkpoint(&shared).await {
-        tracing::warn!(error = %format!("{e:#}"), "cannot write the last audit checkpoint");
+        tracing::warn!(error = %crate::error::report(&e), "cannot write the last audit checkpoint");
     }
     shared.leading.store(false, Ordering::SeqCst);
     shared.metrics.leader.set(0);

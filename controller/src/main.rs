@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", gitseal_controller::error::report(&e));
                 ExitCode::FAILURE
             }
         },
@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
             let config = match cli.run.resolve() {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", gitseal_controller::error::report(&e));
                     return ExitCode::from(2);
                 }
             };
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
             match gitseal_controller::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "controller stopped");
+                    tracing::error!(error = %gitseal_controller::error::report(&e), "controller stopped");
                     ExitCode::FAILURE
                 }
             }

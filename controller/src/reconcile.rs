@@ -26,11 +26,11 @@ use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Rea
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read Secret {0}: {1}")]
+    #[error("cannot read Secret {0}")]
     GetSecret(String, #[source] kube::Error),
-    #[error("cannot apply Secret {0}: {1}")]
+    #[error("cannot apply Secret {0}")]
     Apply(String, #[source] kube::Error),
-    #[error("cannot update status of {0}: {1}")]
+    #[error("cannot update status of {0}")]
     Status(String, #[source] kube::Error),
     #[error("deciding {0} failed in the private-key pool")]
     Decide(String),
@@ -202,7 +202,7 @@ async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup,
 
 pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>) -> Action {
     shared.metrics.reconcile_errors.get_or_create(&crate::metrics::ErrorLabels { error: error.metric_label() }).inc();
-    tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), error = %error, "reconcile failed; retrying");
+    tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), error = %crate::error::report(error), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
 

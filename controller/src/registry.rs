@@ -124,6 +124,18 @@ pub struct LoadedKey {
     pub created: Option<String>,
 }
 
+/// Why a key Secret cannot be loaded. Messages name the Secret and never echo key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeySecretError {
+    #[error("key Secret {0} has no data")]
+    NoData(String),
+    #[error("key Secret {0} lacks {TLS_KEY} or {TLS_CRT}")]
+    Incomplete(String),
+    #[error("key Secret {0}")]
+    Invalid(String, #[source] gitseal_keys::Error),
+}
+
 impl LoadedKey {
     pub fn id(&self) -> &KeyId {
         self.decryption.id()
@@ -134,15 +146,16 @@ impl LoadedKey {
     }
 
     /// Parse a key Secret. Errors say what is wrong without echoing key material.
-    pub fn from_secret(secret: &Secret, state: KeyState) -> Result<LoadedKey, String> {
+    pub fn from_secret(secret: &Secret, state: KeyState) -> Result<LoadedKey, KeySecretError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
-        let data = secret.data.as_ref().ok_or_else(|| format!("key Secret {name} has no data"))?;
+        let data = secret.data.as_ref().ok_or_else(|| KeySecretError::NoData(name.clone()))?;
         let get = |k: &str| data.get(k).map(|b| b.0.as_slice());
         let (Some(key), Some(crt)) = (get(TLS_KEY), get(TLS_CRT)) else {
-            return Err(format!("key Secret {name} lacks {TLS_KEY} or {TLS_CRT}"));
+            return Err(KeySecretError::Incomplete(name));
         };
-        let pair = KeyPair::from_secret_data(key, crt, get(AGE_KEY)).map_err(|e| format!("key Secret {name}: {e}"))?;
-        let decryption = pair.decryption_key().map_err(|e| format!("key Secret {name}: {e}"))?;
+        let pair =
+            KeyPair::from_secret_data(key, crt, get(AGE_KEY)).map_err(|e| KeySecretError::Invalid(name.clone(), e))?;
+        let decryption = pair.decryption_key().map_err(|e| KeySecretError::Invalid(name.clone(), e))?;
         let bitnami = secret.metadata.labels.as_ref().is_none_or(|l| !l.contains_key(GITSEAL_KEY_LABEL));
         let pending_backup = secret
             .metadata

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use crate::error::Context as _;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -44,7 +44,7 @@ fn parse_json_list(s: Option<&String>) -> Option<Vec<String>> {
 }
 
 /// Load the requestheader settings: from flags, else from kube-system/extension-apiserver-authentication.
-pub async fn front_proxy(client: &kube::Client, cfg: &AggregatedConfig) -> anyhow::Result<FrontProxy> {
+pub async fn front_proxy(client: &kube::Client, cfg: &AggregatedConfig) -> crate::error::Result<FrontProxy> {
     let (ca_pem, mut allowed, mut users, mut groups) = match &cfg.client_ca_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -84,12 +84,12 @@ pub async fn front_proxy(client: &kube::Client, cfg: &AggregatedConfig) -> anyho
         }
     }
     if roots.is_empty() {
-        anyhow::bail!("the requestheader CA bundle holds no certificate");
+        return Err(crate::error::Error::invalid("the requestheader CA bundle holds no certificate"));
     }
     Ok(FrontProxy { roots: Arc::new(roots), allowed_names: allowed, user_headers: users, group_headers: groups })
 }
 
-fn load_tls(cfg: &AggregatedConfig, fp: &FrontProxy) -> anyhow::Result<ServerConfig> {
+fn load_tls(cfg: &AggregatedConfig, fp: &FrontProxy) -> crate::error::Result<ServerConfig> {
     let cert_pem = std::fs::read(&cfg.tls_cert).with_context(|| format!("cannot read {}", cfg.tls_cert.display()))?;
     let key_pem = std::fs::read(&cfg.tls_key).with_context(|| format!("cannot read {}", cfg.tls_key.display()))?;
     let certs: Vec<CertificateDer<'static>> = pem::parse_many(&cert_pem)
@@ -129,7 +129,11 @@ fn common_name(der: &[u8]) -> Option<String> {
 }
 
 /// Serve the aggregated API until `stop` turns true.
-pub async fn serve(shared: Arc<Shared>, cfg: AggregatedConfig, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(
+    shared: Arc<Shared>,
+    cfg: AggregatedConfig,
+    stop: watch::Receiver<bool>,
+) -> crate::error::Result<()> {
     let fp = Arc::new(front_proxy(&shared.client, &cfg).await?);
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(load_tls(&cfg, &fp)?));
     let listener =

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::error::Context as _;
 use gitseal_shared::audit::{Checkpoint, SigningKey};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
@@ -29,22 +29,22 @@ pub const CHECKPOINT_CONFIGMAP: &str = "gitseal-audit-checkpoint";
 pub const CHECKPOINT_ENTRY: &str = "checkpoint";
 const FIELD_MANAGER: &str = "gitseal-controller-audit";
 
-fn parse_key(secret: &Secret) -> anyhow::Result<SigningKey> {
+fn parse_key(secret: &Secret) -> crate::error::Result<SigningKey> {
     let der = secret
         .data
         .as_ref()
         .and_then(|d| d.get(KEY_ENTRY))
         .with_context(|| format!("Secret {KEY_SECRET} has no {KEY_ENTRY}"))?;
-    SigningKey::from_pkcs8(&der.0).map_err(|e| anyhow::anyhow!("Secret {KEY_SECRET}: {e}"))
+    SigningKey::from_pkcs8(&der.0).with_context(|| format!("Secret {KEY_SECRET}"))
 }
 
 /// Load the audit signing key, creating it when this is the first replica ever.
-pub async fn load_or_create_key(client: &kube::Client, ns: &str) -> anyhow::Result<SigningKey> {
+pub async fn load_or_create_key(client: &kube::Client, ns: &str) -> crate::error::Result<SigningKey> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     if let Some(s) = api.get_opt(KEY_SECRET).await.context("cannot read the audit key Secret")? {
         return parse_key(&s);
     }
-    let (key, der) = SigningKey::generate().map_err(|e| anyhow::anyhow!(e))?;
+    let (key, der) = SigningKey::generate().context("cannot generate the audit signing key")?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(KEY_SECRET.into()),
@@ -82,7 +82,7 @@ pub async fn backup_item(shared: &Shared) -> Option<Value> {
 }
 
 /// The checkpoint, if one was written.
-pub async fn read_checkpoint(client: &kube::Client, ns: &str) -> anyhow::Result<Option<Checkpoint>> {
+pub async fn read_checkpoint(client: &kube::Client, ns: &str) -> crate::error::Result<Option<Checkpoint>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let Some(cm) = api.get_opt(CHECKPOINT_CONFIGMAP).await.context("cannot read the audit checkpoint")? else {
         return Ok(None);
@@ -93,7 +93,7 @@ pub async fn read_checkpoint(client: &kube::Client, ns: &str) -> anyhow::Result<
 }
 
 /// Write the current head as the checkpoint.
-pub async fn write_checkpoint(shared: &Shared) -> anyhow::Result<Checkpoint> {
+pub async fn write_checkpoint(shared: &Shared) -> crate::error::Result<Checkpoint> {
     let cp = shared.audit.checkpoint();
     let api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
     let body = json!({
@@ -117,7 +117,7 @@ pub async fn checkpoint_loop(shared: Arc<Shared>) {
             Err(e) => tracing::error!(error = %e, "cannot link the audit chain to the checkpoint"),
         },
         Ok(None) => {}
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot read the audit checkpoint"),
+        Err(e) => tracing::warn!(error = %crate::error::report(&e), "cannot read the audit checkpoint"),
     }
     let mut written = None;
     loop {
@@ -125,7 +125,7 @@ pub async fn checkpoint_loop(shared: Arc<Shared>) {
         if written != Some(head.seq()) {
             match write_checkpoint(&shared).await {
                 Ok(cp) => written = Some(cp.seq),
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot write the audit checkpoint"),
+                Err(e) => tracing::warn!(error = %crate::error::report(&e), "cannot write the audit checkpoint"),
             }
         }
         tokio::select! {
