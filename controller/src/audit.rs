@@ -125,7 +125,7 @@ struct Inner {
 
 /// Why a record was not written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the audit record: {0}")]
+#[error("cannot write the audit record")]
 pub struct AuditError(#[source] std::io::Error);
 
 /// Checkpoint triggers, from the flags.

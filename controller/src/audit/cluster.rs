@@ -114,7 +114,9 @@ pub async fn checkpoint_loop(shared: Arc<Shared>) {
         Ok(Some(cp)) => match shared.audit.relink(&cp) {
             Ok(true) => tracing::info!(seq = cp.seq, replica = %cp.replica, "audit chain resumed after the checkpoint"),
             Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "cannot link the audit chain to the checkpoint"),
+            Err(e) => {
+                tracing::error!(error = %crate::error::report(&e), "cannot link the audit chain to the checkpoint")
+            }
         },
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %crate::error::report(&e), "cannot read the audit checkpoint"),

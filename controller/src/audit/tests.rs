@@ -29,7 +29,10 @@ fn a_failing_sink_does_not_advance_the_head_and_the_file_follows_the_path_back()
     std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
     std::fs::create_dir(&path).unwrap();
     assert!(log.ready_for_work().is_err());
-    assert!(log.try_write(AuditLog::record("Unseal", Outcome::Success)).is_err());
+    let err = log.try_write(AuditLog::record("Unseal", Outcome::Success)).unwrap_err();
+    assert_eq!(err.to_string(), "cannot write the audit record", "the cause is the source, not the message");
+    let io = std::error::Error::source(&err).expect("the I/O error is the source").to_string();
+    assert_eq!(crate::error::report(&err), format!("cannot write the audit record: {io}"));
     assert_eq!(log.head().seq(), 2, "the head never passes an unwritten record");
     assert_eq!(log.write_errors.get(), 1);
 
