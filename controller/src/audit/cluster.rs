@@ -35,7 +35,7 @@ fn parse_key(secret: &Secret) -> crate::error::Result<SigningKey> {
         .as_ref()
         .and_then(|d| d.get(KEY_ENTRY))
         .with_context(|| format!("Secret {KEY_SECRET} has no {KEY_ENTRY}"))?;
-    SigningKey::from_pkcs8(&der.0).with_context(|| format!("Secret {KEY_SECRET}"))
+    SigningKey::from_pkcs8(&der.0).with_context(|| format!("Secret {KEY_SECRET} holds no usable audit signing key"))
 }
 
 /// Load the audit signing key, creating it when this is the first replica ever.
