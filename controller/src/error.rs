@@ -15,7 +15,21 @@ pub enum Error {
     /// Configuration or input the operator gave is unusable; the message says which and why.
     #[error("{0}")]
     Invalid(String),
-    /// A step failed: `action` says which, `source` why.
+    /// A Kubernetes API call failed: `action` says which, `source` why.
+    #[error("{action}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A file or socket operation failed: `action` says which, `source` why.
+    #[error("{action}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another step failed (TLS setup, parsing, a task): `action` says which, `source` why.
     #[error("{action}")]
     Failed {
         action: String,
@@ -54,13 +68,62 @@ pub trait Context<T> {
     fn with_context<C: fmt::Display>(self, action: impl FnOnce() -> C) -> Result<T>;
 }
 
-impl<T, E: Into<Source>> Context<T> for std::result::Result<T, E> {
+/// A cause [`Context`] can wrap: Kubernetes and I/O errors keep their type, others are boxed.
+pub trait Cause {
+    fn with_action(self, action: String) -> Error;
+}
+
+impl Cause for kube::Error {
+    fn with_action(self, action: String) -> Error {
+        Error::Kube { action, source: self }
+    }
+}
+
+impl Cause for std::io::Error {
+    fn with_action(self, action: String) -> Error {
+        Error::Io { action, source: self }
+    }
+}
+
+macro_rules! boxed_cause {
+    ($($t:ty),* $(,)?) => {$(
+        impl Cause for $t {
+            fn with_action(self, action: String) -> Error {
+                Error::Failed { action, source: Box::new(self) }
+            }
+        }
+    )*};
+}
+
+boxed_cause!(
+    Error,
+    gitseal_keys::Error,
+    gitseal_shared::Error,
+    serde_json::Error,
+    pem::PemError,
+    rustls::Error,
+    rustls::server::VerifierBuilderError,
+    tokio::task::JoinError,
+    time::error::Parse,
+    time::error::ConversionRange,
+    crate::audit::AuditError,
+    crate::decide::digest::BadDigestKey,
+);
+
+/// The audit signing key reports its failures as static text.
+impl Cause for &'static str {
+    fn with_action(self, action: String) -> Error {
+        Error::Failed { action, source: self.into() }
+    }
+}
+
+impl<T, E: Cause> Context<T> for std::result::Result<T, E> {
     fn context(self, action: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| Error::failed(action, e))
+        self.map_err(|e| e.with_action(action.to_string()))
     }
 
     fn with_context<C: fmt::Display>(self, action: impl FnOnce() -> C) -> Result<T> {
-        self.map_err(|e| Error::failed(action(), e))
+        self.map_err(|e| e.with_action(action().to_string()))
     }
 }
 
@@ -100,8 +163,19 @@ mod tests {
     fn report_prints_each_layer_once() {
         let io = std::io::Error::other("disk full");
         let e = Err::<(), _>(io).context("cannot write /x").unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "I/O causes keep their type: {e:?}");
         assert_eq!(e.to_string(), "cannot write /x");
         assert_eq!(report(&e), "cannot write /x: disk full");
+    }
+
+    #[test]
+    fn kube_causes_keep_their_type_and_other_causes_are_boxed() {
+        let status = kube::core::Status::failure("configmaps \"c\" is forbidden", "Forbidden").with_code(403);
+        let e = Err::<(), _>(kube::Error::Api(status.boxed())).context("cannot read the audit checkpoint").unwrap_err();
+        assert!(matches!(&e, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 403), "{e:?}");
+        let e = Err::<(), _>("not PKCS#8").context("Secret k holds no usable audit signing key").unwrap_err();
+        assert!(matches!(e, Error::Failed { .. }));
+        assert_eq!(report(&e), "Secret k holds no usable audit signing key: not PKCS#8");
     }
 
     #[test]
