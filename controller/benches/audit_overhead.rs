@@ -28,30 +28,16 @@ use std::time::{Duration, Instant};
 use gitseal_controller::audit::{AuditLog, CheckpointPolicy};
 use gitseal_keys::Certificate;
 use gitseal_shared::audit::{AuditRecord, Outcome, SigningKey};
-use gitseal_shared::manifest::secret::PlainSecret;
-use gitseal_shared::seal::{SealOptions, seal_secret, unseal};
-use gitseal_shared::types::SealedSecretObject;
-use gitseal_shared::value::RecipientSet;
+use gitseal_shared::seal::unseal;
+use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use gitseal_tests::gitseal::GitsealController;
 use gitseal_tests::{ControlPlane, TestNamespace, apply_json, http_get};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use serde_json::json;
 use sha2::Digest as _;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn sealed(cert: &Certificate, ns: &str, i: usize, values: usize) -> serde_json::Value {
-    let data: serde_json::Map<String, serde_json::Value> =
-        (0..values).map(|v| (format!("key{v}"), json!(format!("value-{i}-{v}")))).collect();
-    let secret = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("s{i:05}"), "namespace": ns}, "stringData": data});
-    let plain = PlainSecret::from_value(&secret).unwrap();
-    let set = RecipientSet::new(vec![cert.recipient().unwrap()]).unwrap();
-    serde_json::to_value(seal_secret(&plain, &set, &SealOptions::default()).unwrap()).unwrap()
-}
+mod support;
+use support::{env_usize, sealed};
 
 fn record(ss: &SealedSecretObject) -> AuditRecord {
     let mut r = AuditLog::record("Unseal", Outcome::Success);
@@ -65,8 +51,9 @@ fn in_process(n: usize, values: usize) {
     let now = time::OffsetDateTime::now_utc();
     let pair = gitseal_keys::generate_key_pair(4096, "", now, time::Duration::days(365)).unwrap();
     let dk = pair.decryption_key().unwrap();
-    let objects: Vec<SealedSecretObject> =
-        (0..n).map(|i| serde_json::from_value(sealed(&pair.cert, "bench", i, values)).unwrap()).collect();
+    let objects: Vec<SealedSecretObject> = (0..n)
+        .map(|i| serde_json::from_value(sealed(&pair.cert, "bench", i, values, ApiGroup::Gitseal)).unwrap())
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let unsigned_path = dir.path().join("unsigned.log");
     let mut best = [Duration::MAX; 2];
@@ -144,7 +131,7 @@ async fn converge(plane: &ControlPlane, n: usize, values: usize, flags: &[&str])
     };
     drop(first);
     for i in 0..n {
-        apply_json(&client, sealed(&cert, ns.name(), i, values)).await.unwrap();
+        apply_json(&client, sealed(&cert, ns.name(), i, values, ApiGroup::Gitseal)).await.unwrap();
     }
     let api: Api<Secret> = ns.api();
     let t = Instant::now();

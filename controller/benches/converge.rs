@@ -14,30 +14,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gitseal_keys::Certificate;
-use gitseal_shared::manifest::secret::PlainSecret;
-use gitseal_shared::seal::{SealOptions, seal_secret};
 use gitseal_shared::types::ApiGroup;
-use gitseal_shared::value::RecipientSet;
 use gitseal_tests::bitnami::{BitnamiController, BitnamiOptions};
 use gitseal_tests::gitseal::GitsealController;
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, http_get};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use serde_json::json;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn sealed(cert: &Certificate, ns: &str, i: usize, values: usize, api: ApiGroup) -> serde_json::Value {
-    let data: serde_json::Map<String, serde_json::Value> =
-        (0..values).map(|v| (format!("key{v}"), json!(format!("value-{i}-{v}")))).collect();
-    let secret = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("s{i:05}"), "namespace": ns}, "stringData": data});
-    let plain = PlainSecret::from_value(&secret).unwrap();
-    let set = RecipientSet::new(vec![cert.recipient().unwrap()]).unwrap();
-    serde_json::to_value(seal_secret(&plain, &set, &SealOptions { api, ..Default::default() }).unwrap()).unwrap()
-}
+mod support;
+use support::{env_usize, sealed};
 
 async fn create_all(client: &kube::Client, objects: &[serde_json::Value]) -> Duration {
     let start = Instant::now();

@@ -37,13 +37,12 @@ use kube::runtime::watcher;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+use support::env_usize;
+
 const KEYS: usize = 13;
 const FLOOD_ITEMS: usize = 200;
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// A SealedSecret `name` with one value for the newest key (as a real one is).
 fn sealed(pair: &KeyPair, ns: &str, name: &str) -> serde_json::Value {

@@ -24,7 +24,6 @@
 // allow-unwrap-in-tests covers #[test] functions only, not the helpers they call.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +37,9 @@ use gitseal_keys::{Certificate, parse_private_keys};
 use gitseal_shared::value::{DecryptionKey, Format, Recipient, RecipientSet, open_metered};
 use gitseal_shared::{Error, Scope, Target};
 use serde::{Deserialize, Serialize};
+
+#[path = "support/vectors.rs"]
+mod vectors;
 
 const REGENERATE: &str = "GITSEAL_REGENERATE_VECTORS";
 
@@ -205,39 +207,17 @@ fn fixture() -> &'static Fixture {
 
 fn cases(fail: bool) -> Vec<(String, PathBuf, Case)> {
     fixture();
-    let dir = vectors_dir();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if !path.is_dir() {
-            continue;
-        }
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("fail_") != fail {
-            continue;
-        }
-        let text = std::fs::read_to_string(path.join("case.json")).unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
-        let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
-        out.push((name, path, case));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    vectors::cases(&vectors_dir(), fail)
 }
 
-/// Run `f` for every case and fail once, listing every case that failed.
 fn run_all(fail: bool, f: impl Fn(&Fixture, &Path, &Case) -> Result<(), String>) -> usize {
-    let fx = fixture();
-    let all = cases(fail);
-    let mut failures = String::new();
-    let mut failed = 0;
-    for (name, path, case) in &all {
-        if let Err(msg) = f(fx, path, case) {
-            failed += 1;
-            writeln!(failures, "{name} ({}): {msg}", case.description).unwrap();
-        }
+    vectors::run_all(&vectors_dir(), fail, fixture(), f)
+}
+
+impl vectors::Described for Case {
+    fn description(&self) -> &str {
+        &self.description
     }
-    assert!(failed == 0, "{failed} of {} vectors failed:\n{failures}", all.len());
-    all.len()
 }
 
 fn input_of(path: &Path, case: &Case) -> Result<Vec<u8>, String> {

@@ -18,8 +18,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use gitseal_keys::{Certificate, parse_private_keys};
@@ -31,6 +29,9 @@ use gitseal_shared::value::{DecryptionKey, Format, RecipientSet, decode_base64, 
 use gitseal_shared::{Error, Scope, Target};
 use serde::Deserialize;
 use serde_json::Value;
+
+#[path = "support/vectors.rs"]
+mod vectors;
 
 /// Plaintext fragments of the vectors' inputs that no error message may contain.
 const PLAINTEXTS: [&str; 3] = ["correct horse", "admin", "s3cr3t"];
@@ -117,50 +118,14 @@ fn fixture() -> Fixture {
     Fixture { key: keys.remove(0).key, cert }
 }
 
-/// Every case directory, `fail_*` or not, sorted by name.
-fn cases(fail: bool) -> Vec<(String, PathBuf, Case)> {
-    let dir = vectors_dir();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if !path.is_dir() {
-            continue;
-        }
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("fail_") != fail {
-            continue;
-        }
-        let text = std::fs::read_to_string(path.join("case.json")).unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
-        let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
-        out.push((name, path, case));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+fn run_all(fail: bool, f: impl Fn(&Fixture, &Path, &Case) -> Result<(), String>) -> usize {
+    vectors::run_all(&vectors_dir(), fail, &fixture(), f)
 }
 
-/// Run `f` for every case, collecting failures and panics, and fail once listing them all.
-fn run_all(fail: bool, f: impl Fn(&Fixture, &Path, &Case) -> Result<(), String>) -> usize {
-    let fixture = fixture();
-    let all = cases(fail);
-    let (mut failed, mut failures) = (0, String::new());
-    for (name, path, case) in &all {
-        let msg = match catch_unwind(AssertUnwindSafe(|| f(&fixture, path, case))) {
-            Ok(Ok(())) => continue,
-            Ok(Err(msg)) => msg,
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                format!("PANICKED: {msg}")
-            }
-        };
-        failed += 1;
-        writeln!(failures, "{name} ({}): {msg}", case.description).unwrap();
+impl vectors::Described for Case {
+    fn description(&self) -> &str {
+        &self.description
     }
-    assert!(failed == 0, "{failed} of {} vectors failed:\n{failures}", all.len());
-    all.len()
 }
 
 fn read(path: &Path, file: &str) -> Result<String, String> {

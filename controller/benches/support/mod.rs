@@ -1,0 +1,25 @@
+//! What the controller benches share: sizes from the environment, SealedSecrets made in bulk.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use gitseal_keys::Certificate;
+use gitseal_shared::manifest::secret::PlainSecret;
+use gitseal_shared::seal::{SealOptions, seal_secret};
+use gitseal_shared::types::ApiGroup;
+use gitseal_shared::value::RecipientSet;
+use serde_json::json;
+
+/// `name` from the environment as a count, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// SealedSecret `s{i:05}` in `ns` with `values` values, sealed for `cert` under `api`.
+pub fn sealed(cert: &Certificate, ns: &str, i: usize, values: usize, api: ApiGroup) -> serde_json::Value {
+    let data: serde_json::Map<String, serde_json::Value> =
+        (0..values).map(|v| (format!("key{v}"), json!(format!("value-{i}-{v}")))).collect();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("s{i:05}"), "namespace": ns}, "stringData": data});
+    let plain = PlainSecret::from_value(&secret).unwrap();
+    let set = RecipientSet::new(vec![cert.recipient().unwrap()]).unwrap();
+    serde_json::to_value(seal_secret(&plain, &set, &SealOptions { api, ..Default::default() }).unwrap()).unwrap()
+}
