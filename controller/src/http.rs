@@ -336,4 +336,26 @@ pub(crate) mod tests {
             assert_eq!(r["caller"]["user"], "unauthenticated:10.1.2.3", "{r}");
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_refused_calls_from_one_address_cannot_grow_the_audit_log_at_will() {
+        let lines = crate::testing::Lines::default();
+        let shared = crate::testing::shared_with(&["--rate-limit=1", "--rate-limit-burst=1"], Box::new(lines.clone()));
+        let app = router(shared.clone());
+        for _ in 0..200 {
+            let _ = post(&app, "/v1/verify", b"{}".to_vec()).await;
+        }
+        let records = lines.text().lines().count();
+        let burst = crate::REFUSAL_AUDITS_BURST as usize;
+        assert!(records >= burst, "the first refusals are audited: {records}");
+        assert!(records <= burst + 3, "200 refusals wrote {records} audit records");
+        // They are still counted.
+        let metrics = shared.metrics.encode();
+        let counted: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("gitseal_api_requests_total{") && l.contains("verify"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(counted >= 200.0, "{metrics}");
+    }
 }

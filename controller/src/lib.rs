@@ -41,6 +41,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
+/// Audit records of refused unauthenticated calls per client address: rate and burst.
+pub const REFUSAL_AUDITS_PER_SECOND: f64 = 1.0;
+pub const REFUSAL_AUDITS_BURST: u32 = 20;
+
 /// Everything the tasks of the controller share.
 pub struct Shared {
     pub client: kube::Client,
@@ -50,6 +54,10 @@ pub struct Shared {
     pub audit: AuditLog,
     pub recorder: Recorder,
     pub rate_limiter: http::RateLimiter,
+    /// How many refusals of unauthenticated callers (by address) reach the audit log: a flood
+    /// of free refusals must not fill the disk (and, with `--audit-required`, stop unsealing).
+    /// Refusals beyond it are still counted in `gitseal_api_requests_total`.
+    pub refusal_audits: http::RateLimiter,
     /// The one pool that runs every private-key operation (reconcile first).
     pub pool: budget::PrivatePool,
     /// API callers' budgets of private-key operations.
@@ -82,6 +90,7 @@ impl Shared {
         Shared {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
+            refusal_audits: http::RateLimiter::new(REFUSAL_AUDITS_PER_SECOND, REFUSAL_AUDITS_BURST),
             pool: budget::PrivatePool::new(b.threads, b.api_queue),
             op_limiter: budget::OpLimiter::new(b.ops_rate, b.ops_burst, b.per_request),
             client,

@@ -68,6 +68,11 @@ pub struct Answer {
 
 impl ServiceError {
     /// The one mapping from a service failure to an HTTP answer, for both APIs.
+    /// Refused before any private-key work: cheap for the caller to repeat.
+    pub fn is_free_refusal(&self) -> bool {
+        !matches!(self, ServiceError::CannotDecrypt | ServiceError::Internal(_))
+    }
+
     pub fn answer(&self) -> Answer {
         let a =
             |code, reason, label, retry_after| Answer { code, reason, label, retry_after, message: self.to_string() };
@@ -262,6 +267,14 @@ pub fn record(shared: &Shared, call: &Call, ss: Option<&SealedSecretObject>, res
         }
     };
     shared.metrics.api(call.endpoint, label);
+    // A refusal that cost nothing, from a caller known only by address, is audited within a
+    // per-address budget: anyone who reaches the port could otherwise grow the log at will.
+    if let (Err(e), ClientKey::Addr(addr)) = (result, &call.client)
+        && e.is_free_refusal()
+        && !shared.refusal_audits.allow(*addr, Instant::now())
+    {
+        return;
+    }
     shared.audit.write(rec);
 }
 
