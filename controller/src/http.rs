@@ -88,6 +88,8 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
             "/metrics",
             get(|State(s): State<Arc<Shared>>| async move {
                 crate::keys::update_key_metrics(&s);
+                let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+                s.metrics.tokio_alive_tasks.set(i64::try_from(tasks).unwrap_or(i64::MAX));
                 (
                     [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     s.metrics.encode(),

@@ -279,7 +279,10 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                 for k in &buffer {
                     audit_loaded(&shared, k, "KeyLoaded");
                 }
-                shared.registry.replace_all(std::mem::take(&mut buffer));
+                // A re-list that no longer shows a loaded key: deleted while the watch was away.
+                for k in shared.registry.replace_all_keeping_vanished(std::mem::take(&mut buffer)) {
+                    key_secret_lost(&shared, k);
+                }
                 shared.keys_synced.send_replace(true);
                 tracing::info!(keys = shared.registry.len(), "key Secrets loaded");
                 update_key_metrics(&shared);
@@ -322,6 +325,18 @@ pub async fn watch_keys(shared: Arc<Shared>) {
             Ok(watcher::Event::Delete(s)) => {
                 let name = s.metadata.name.unwrap_or_default();
                 shared.registry.unrefuse(&name);
+                if let Some(k) = shared.registry.by_secret(&name) {
+                    // Kept in memory and written back: see `key_secret_lost`.
+                    key_secret_lost(&shared, k);
+                    update_key_metrics(&shared);
+                    continue;
+                }
+                if name == DIGEST_KEY_SECRET
+                    && let Some(key) = shared.registry.digest_key()
+                {
+                    digest_key_secret_lost(&shared, key);
+                    continue;
+                }
                 if name == REVOCATION_LIST_SECRET {
                     // Deleted: written again from memory below.
                     persisted.clear();
@@ -347,6 +362,173 @@ pub async fn watch_keys(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// How often, and how far apart, a deleted key Secret is written back before giving up loudly.
+const RESTORE_ATTEMPTS: u32 = 10;
+const RESTORE_RETRY: Duration = Duration::from_secs(3);
+
+/// A key Secret was deleted while its key was loaded (by hand, by a tool, by someone who can
+/// edit the controller namespace). Bitnami's controller then makes a new key and can no longer
+/// unseal what the old one sealed; gitseal keeps the key in memory (it still unseals and, when
+/// latest, still seals), never makes a new key for it, says so loudly — an error log, a Warning
+/// Event, a `KeySecretDeleted` audit record, `gitseal_key_secrets_deleted_total` (alerted on by
+/// the chart's PrometheusRule) — and writes the Secret back from memory under the same name.
+/// To retire a key on purpose, label it `retired` or `revoked` instead of deleting it.
+fn key_secret_lost(shared: &Arc<Shared>, key: Arc<LoadedKey>) {
+    let ns = &shared.config.namespace;
+    let name = key.secret_name.clone();
+    shared.metrics.key_secrets_deleted.inc();
+    let message = format!(
+        "key Secret {ns}/{name} (key {}) was deleted while loaded; the key stays in memory and in use, and the Secret is written back from memory",
+        key.id()
+    );
+    tracing::error!(secret = %name, key_id = %key.id(), "a loaded key Secret was deleted; keeping the key and restoring the Secret");
+    let mut rec = AuditLog::record("KeySecretDeleted", AuditOutcome::Failure);
+    rec.key_id = Some(key.id().to_string());
+    rec.reason = Some("DeletedWhileLoaded".into());
+    rec.message = Some(message.clone());
+    shared.audit.write(rec);
+    publish_key_event(shared, &name, EventType::Warning, "KeySecretDeleted", message);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let secret = match restored_key_secret(&shared, &key) {
+            Ok(s) => s,
+            Err(e) => {
+                restore_failed(&shared, &name, Some(key.id()), &crate::error::report(&e));
+                return;
+            }
+        };
+        write_back(&shared, &name, Some(key.id()), secret).await;
+    });
+}
+
+/// The digest-key Secret was deleted: the key in memory goes back under the same name (a new
+/// one would cost every SealedSecret a re-verification), as loudly as a sealing key.
+fn digest_key_secret_lost(shared: &Arc<Shared>, key: Arc<DigestKey>) {
+    shared.metrics.key_secrets_deleted.inc();
+    let message = format!(
+        "the digest-key Secret {}/{DIGEST_KEY_SECRET} (digest key {}) was deleted; it is written back from memory",
+        shared.config.namespace,
+        key.id()
+    );
+    tracing::error!(secret = DIGEST_KEY_SECRET, "the digest-key Secret was deleted; restoring it from memory");
+    let mut rec = AuditLog::record("KeySecretDeleted", AuditOutcome::Failure);
+    rec.reason = Some("DeletedWhileLoaded".into());
+    rec.message = Some(message.clone());
+    shared.audit.write(rec);
+    publish_key_event(shared, DIGEST_KEY_SECRET, EventType::Warning, "KeySecretDeleted", message);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let secret = digest_key_secret(&shared, &key);
+        write_back(&shared, DIGEST_KEY_SECRET, None, secret).await;
+    });
+}
+
+/// The key Secret as the controller would have written it: the state in gitseal's label (and
+/// Bitnami's for an active or revoked key), the key material, the pending-backup mark.
+fn restored_key_secret(shared: &Shared, key: &LoadedKey) -> crate::error::Result<Secret> {
+    let data = key.pair.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
+    let mut labels = std::collections::BTreeMap::new();
+    let bitnami_state = match key.state {
+        KeyState::Active => Some("active"),
+        KeyState::Revoked => Some("compromised"),
+        KeyState::Retired => None,
+    };
+    if let Some(b) = bitnami_state {
+        labels.insert(BITNAMI_KEY_LABEL.to_string(), b.to_string());
+    }
+    if !key.bitnami {
+        labels.insert(GITSEAL_KEY_LABEL.to_string(), key.state.as_str().to_string());
+    }
+    let mut annotations = std::collections::BTreeMap::from([(
+        crate::registry::RESTORED_BY_ANNOTATION.to_string(),
+        "gitseal-controller (from memory, after the Secret was deleted)".to_string(),
+    )]);
+    if key.pending_backup {
+        annotations.insert(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string());
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(key.secret_name.clone()),
+            namespace: Some(shared.config.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+/// Create `secret` again, retrying; already there (someone restored it first) is success.
+async fn write_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret: Secret) {
+    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    let mut last = String::new();
+    for attempt in 1..=RESTORE_ATTEMPTS {
+        let done = match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => {
+                let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
+                rec.key_id = key_id.map(ToString::to_string);
+                rec.caller =
+                    Some(gitseal_shared::audit::Caller { user: "gitseal-controller".into(), groups: Vec::new() });
+                rec.message = Some(format!("key Secret {name} written back from memory"));
+                shared.audit.write(rec);
+                tracing::warn!(secret = %name, attempt, "key Secret written back from memory");
+                publish_key_event(
+                    shared,
+                    name,
+                    EventType::Normal,
+                    "KeySecretRestored",
+                    format!("key Secret {name} was written back from the controller's memory"),
+                );
+                return;
+            }
+            Err(e) => {
+                last = e.to_string();
+                tracing::warn!(secret = %name, attempt, error = %e, "cannot write the key Secret back yet");
+            }
+        }
+        tokio::time::sleep(RESTORE_RETRY).await;
+    }
+    restore_failed(shared, name, key_id, &last);
+}
+
+fn restore_failed(shared: &Shared, name: &str, key_id: Option<&KeyId>, why: &str) {
+    let message = format!(
+        "key Secret {name} could not be written back ({why}); the key is only in memory: take a backup now (gitseal keys backup)"
+    );
+    tracing::error!(secret = %name, error = %why, "key Secret not restored; the key is only in memory");
+    let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Failure);
+    rec.key_id = key_id.map(ToString::to_string);
+    rec.reason = Some("WriteBackFailed".into());
+    rec.message = Some(message.clone());
+    shared.audit.write(rec);
+    publish_key_event(shared, name, EventType::Warning, "KeySecretRestoreFailed", message);
+}
+
+/// An Event about key Secret `name` in the controller namespace (sent in the background).
+fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "KeyCustody".into(), secondary: None };
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        namespace: Some(shared.config.namespace.clone()),
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    let recorder = shared.recorder.clone();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "cannot publish a key custody event");
+        }
+    });
 }
 
 /// Load refused keys whose certificate has become valid (within the allowed skew).

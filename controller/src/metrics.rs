@@ -87,6 +87,10 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Reconciles that ended in an API error and are retried (`error_policy`), by step.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Key Secrets (sealing keys, the digest key) deleted while their key was loaded.
+    pub key_secrets_deleted: Counter,
+    /// Tasks alive on the controller's tokio runtime, sampled on every scrape (leak watch).
+    pub tokio_alive_tasks: Gauge,
 }
 
 pub const OUTCOMES: [&str; 4] = ["in_sync", "unsealed", "drift_reverted", "failed"];
@@ -127,6 +131,8 @@ impl Default for Metrics {
             api_requests: Family::default(),
             leader: Gauge::default(),
             reconcile_errors: Family::default(),
+            key_secrets_deleted: Counter::default(),
+            tokio_alive_tasks: Gauge::default(),
             registry: Registry::default(),
         };
         for o in OUTCOMES {
@@ -184,6 +190,16 @@ impl Default for Metrics {
             "reconcile_errors",
             "Reconciles that failed on the Kubernetes API and are retried, by step",
             m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "key_secrets_deleted",
+            "Key Secrets deleted while their key was loaded (kept in memory and restored)",
+            m.key_secrets_deleted.clone(),
+        );
+        registry.register(
+            "tokio_alive_tasks",
+            "Tasks alive on the controller's async runtime",
+            m.tokio_alive_tasks.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -388,6 +388,28 @@ impl Registry {
         self.bump();
     }
 
+    /// Replace the whole set after a re-list, but keep the keys of Secrets that were loaded and
+    /// are missing from `keys` (deleted while the watch was away): a deleted key Secret must not
+    /// cost the ability to unseal. Returns the kept ones, for the caller to restore and report.
+    pub fn replace_all_keeping_vanished(&self, keys: Vec<LoadedKey>) -> Vec<Arc<LoadedKey>> {
+        let mut map: BTreeMap<String, Arc<LoadedKey>> =
+            keys.into_iter().map(|k| (k.secret_name.clone(), Arc::new(k))).collect();
+        let vanished: Vec<Arc<LoadedKey>> =
+            self.read().iter().filter(|(name, _)| !map.contains_key(*name)).map(|(_, k)| k.clone()).collect();
+        for k in &vanished {
+            map.insert(k.secret_name.clone(), k.clone());
+        }
+        *self.write() = map;
+        self.recompute();
+        self.bump();
+        vanished
+    }
+
+    /// The key loaded from Secret `secret_name`, as its labels say (not the effective view).
+    pub fn by_secret(&self, secret_name: &str) -> Option<Arc<LoadedKey>> {
+        self.read().get(secret_name).cloned()
+    }
+
     /// Every key, newest certificate first.
     ///
     /// The same key may sit in several Secrets (a Bitnami original and a gitseal copy, a

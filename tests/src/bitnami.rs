@@ -204,6 +204,11 @@ impl BitnamiController {
     pub fn process(&self) -> &ChildProcess {
         &self.process
     }
+
+    /// The controller's process, to check or signal it.
+    pub fn process_mut(&mut self) -> &mut ChildProcess {
+        &mut self.process
+    }
 }
 
 /// `unshare` + `sh` that bind-mounts `run` over `/var/run` and then execs `binary`.

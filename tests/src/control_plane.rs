@@ -17,6 +17,12 @@
 //!
 //! [`ControlPlane::shared`] is the one instance of a test binary; it is never dropped, and the
 //! [`crate::reaper`] watchdog stops it when the process exits.
+//!
+//! Faults: [`ControlPlane::stop_peer`] stops (SIGTERM) or kills (SIGKILL) etcd, kube-apiserver
+//! or kube-controller-manager while the rest keeps running, [`ControlPlane::start_peer`] starts it
+//! again in place — same binary, flags, ports, certificates and etcd data directory — and waits
+//! until it serves; [`ControlPlane::revive_dead_peers`] does that for any peer that died on its
+//! own (the playground calls it every second).
 
 pub(crate) mod access;
 mod audit;
@@ -24,6 +30,7 @@ mod launch;
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -43,6 +50,40 @@ use crate::{
     reaper,
 };
 
+/// One of the control plane's own processes, for [`ControlPlane::stop_peer`] and
+/// [`ControlPlane::start_peer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanePeer {
+    Etcd,
+    KubeApiserver,
+    KubeControllerManager,
+}
+
+impl PlanePeer {
+    /// Every peer, in start order.
+    pub const ALL: [PlanePeer; 3] = [PlanePeer::Etcd, PlanePeer::KubeApiserver, PlanePeer::KubeControllerManager];
+
+    /// The process name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanePeer::Etcd => "etcd",
+            PlanePeer::KubeApiserver => "kube-apiserver",
+            PlanePeer::KubeControllerManager => "kube-controller-manager",
+        }
+    }
+}
+
+/// How [`ControlPlane::stop_peer`] ends a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopHow {
+    /// SIGTERM, then SIGKILL after the grace period: a clean shutdown.
+    Term,
+    /// SIGKILL at once: a crash.
+    Kill,
+}
+
 /// Files the aggregation layer needs, for an extension API server and its `APIService`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -59,10 +100,11 @@ pub struct FrontProxyFiles {
 
 /// A running etcd + kube-apiserver pair with an admin kubeconfig.
 pub struct ControlPlane {
-    // Option so that Drop can stop them in order; always Some until then.
-    controller_manager: Option<ChildProcess>,
-    apiserver: Option<ChildProcess>,
-    etcd: Option<ChildProcess>,
+    // Option so that Drop can stop them in order; always Some until then. Behind a lock so a
+    // shared (`&'static`) control plane can stop and restart them.
+    controller_manager: Mutex<Option<ChildProcess>>,
+    apiserver: Mutex<Option<ChildProcess>>,
+    etcd: Mutex<Option<ChildProcess>>,
     pki: Pki,
     port: u16,
     server: String,
@@ -179,9 +221,9 @@ impl ControlPlane {
         let started_in = begin.elapsed();
         tracing::info!(%server, ?started_in, kubeconfig = %kubeconfig.display(), "control plane ready");
         Ok(Self {
-            controller_manager: Some(controller_manager),
-            apiserver: Some(apiserver),
-            etcd: Some(etcd),
+            controller_manager: Mutex::new(Some(controller_manager)),
+            apiserver: Mutex::new(Some(apiserver)),
+            etcd: Mutex::new(Some(etcd)),
             pki,
             port,
             server,
@@ -266,19 +308,160 @@ impl ControlPlane {
 
     /// Peak RSS in KiB of etcd and kube-apiserver so far (`VmHWM`), if readable.
     pub fn peak_rss_kib(&self) -> (Option<u64>, Option<u64>) {
-        let rss = |p: &Option<ChildProcess>| p.as_ref().and_then(ChildProcess::peak_rss_kib);
-        (rss(&self.etcd), rss(&self.apiserver))
+        let rss = |p: PlanePeer| self.peer(p).as_ref().and_then(ChildProcess::peak_rss_kib);
+        (rss(PlanePeer::Etcd), rss(PlanePeer::KubeApiserver))
     }
 
     /// Process ids of etcd and kube-apiserver.
     pub fn pids(&self) -> (Option<u32>, Option<u32>) {
-        let id = |p: &Option<ChildProcess>| p.as_ref().map(ChildProcess::id);
-        (id(&self.etcd), id(&self.apiserver))
+        (self.peer_pid(PlanePeer::Etcd), self.peer_pid(PlanePeer::KubeApiserver))
     }
 
     /// The last `lines` lines of kube-apiserver's log.
     pub fn apiserver_log_tail(&self, lines: usize) -> String {
-        self.apiserver.as_ref().map(|p| p.log_tail(lines)).unwrap_or_default()
+        self.peer(PlanePeer::KubeApiserver).as_ref().map(|p| p.log_tail(lines)).unwrap_or_default()
+    }
+
+    fn peer(&self, peer: PlanePeer) -> MutexGuard<'_, Option<ChildProcess>> {
+        let slot = match peer {
+            PlanePeer::Etcd => &self.etcd,
+            PlanePeer::KubeApiserver => &self.apiserver,
+            PlanePeer::KubeControllerManager => &self.controller_manager,
+        };
+        slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The process id of `peer` (its current incarnation).
+    pub fn peer_pid(&self, peer: PlanePeer) -> Option<u32> {
+        self.peer(peer).as_ref().map(ChildProcess::id)
+    }
+
+    /// The log file of `peer` (every incarnation appends to it).
+    pub fn peer_log(&self, peer: PlanePeer) -> Option<PathBuf> {
+        self.peer(peer).as_ref().map(|p| p.log_path().to_owned())
+    }
+
+    /// Stops `peer` (SIGTERM with the usual grace, or SIGKILL) and leaves the others running.
+    /// Returns how it ended (e.g. `signal: 9 (SIGKILL)`).
+    pub fn stop_peer(&self, peer: PlanePeer, how: StopHow) -> Result<String> {
+        let mut slot = self.peer(peer);
+        let p = slot.as_mut().ok_or_else(|| Error::invalid(format!("stopping {}", peer.name()), "already dropped"))?;
+        let status = match how {
+            StopHow::Term => p.stop(STOP_GRACE),
+            StopHow::Kill => p.kill(),
+        };
+        let status = status.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+        tracing::info!(peer = peer.name(), ?how, %status, "control-plane peer stopped");
+        Ok(status)
+    }
+
+    /// Starts `peer` again in place (same flags, ports, certificates and data directory) and
+    /// waits until it serves: etcd `/health`, kube-apiserver `/readyz`, kube-controller-manager
+    /// running for a second. Returns how long that took. It must have ended first.
+    pub async fn start_peer(&self, peer: PlanePeer) -> Result<Duration> {
+        let begin = Instant::now();
+        let deadline = begin + launch::start_timeout();
+        {
+            let mut slot = self.peer(peer);
+            let p =
+                slot.as_mut().ok_or_else(|| Error::invalid(format!("starting {}", peer.name()), "already dropped"))?;
+            p.restart()?;
+        }
+        let mut last = String::from("no attempt yet");
+        let client = self.client()?;
+        while Instant::now() < deadline {
+            if let Some(p) = self.peer(peer).as_mut() {
+                p.check_running()?;
+            }
+            let served = match peer {
+                PlanePeer::Etcd => match crate::http_get(&format!("{}/health", self.etcd_url)).await {
+                    Ok((200, body)) => String::from_utf8_lossy(&body).contains("true"),
+                    Ok((status, _)) => {
+                        last = format!("/health: HTTP {status}");
+                        false
+                    }
+                    Err(e) => {
+                        last = chain(&e);
+                        false
+                    }
+                },
+                PlanePeer::KubeApiserver => {
+                    let probe = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .map_err(|e| Error::invalid("building the /readyz probe", e))?;
+                    match client.request_text(probe).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            last = format!("/readyz: {}", chain(&e));
+                            false
+                        }
+                    }
+                }
+                PlanePeer::KubeControllerManager => begin.elapsed() >= Duration::from_secs(1),
+            };
+            if served {
+                let took = begin.elapsed();
+                tracing::info!(peer = peer.name(), ?took, "control-plane peer serves again");
+                return Ok(took);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tail = self.peer(peer).as_ref().map(|p| p.log_tail(40)).unwrap_or_default();
+        Err(Error::Timeout {
+            what: format!("{} to serve again after a restart", peer.name()),
+            waited: launch::start_timeout(),
+            detail: format!("; last error: {last}; end of its log:\n{tail}"),
+        })
+    }
+
+    /// Compacts etcd's history up to its current revision through etcd's gRPC gateway on
+    /// loopback (`/v3/kv/range` for the revision, `/v3/kv/compaction` with `physical`); returns the
+    /// revision. A watch that resumes from an older resourceVersion then gets "too old resource
+    /// version" (410) from etcd; kube-apiserver's watch cache answers the same once it no longer
+    /// holds that version (e.g. after a restart). etcd here listens on plain HTTP, 127.0.0.1 only.
+    pub async fn compact_etcd(&self) -> Result<u64> {
+        let what = "compacting etcd";
+        let (code, body) =
+            crate::http_post_json(&format!("{}/v3/kv/range", self.etcd_url), r#"{"key":"AA=="}"#).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::invalid(what, e))?;
+        let revision = v
+            .pointer("/header/revision")
+            .and_then(|r| r.as_str().and_then(|s| s.parse().ok()).or_else(|| r.as_u64()))
+            .ok_or_else(|| Error::invalid(what, format!("/v3/kv/range answered {code} without a revision")))?;
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        let (code, reply) = crate::http_post_json(&format!("{}/v3/kv/compaction", self.etcd_url), &body).await?;
+        if code != 200 {
+            return Err(Error::invalid(
+                what,
+                format!("/v3/kv/compaction: HTTP {code}: {}", String::from_utf8_lossy(&reply)),
+            ));
+        }
+        tracing::info!(revision, "etcd compacted");
+        Ok(revision)
+    }
+
+    /// [`Self::stop_peer`] then [`Self::start_peer`]; returns the time to serve again.
+    pub async fn restart_peer(&self, peer: PlanePeer, how: StopHow) -> Result<Duration> {
+        self.stop_peer(peer, how)?;
+        self.start_peer(peer).await
+    }
+
+    /// Restarts in place every peer that has exited on its own (killed from outside, crashed),
+    /// waiting until each serves again; returns what was revived and how it had ended.
+    pub async fn revive_dead_peers(&self) -> Result<Vec<(PlanePeer, String)>> {
+        let mut revived = Vec::new();
+        for peer in PlanePeer::ALL {
+            let ended = match self.peer(peer).as_mut() {
+                Some(p) => p.try_status()?,
+                None => None,
+            };
+            if let Some(status) = ended {
+                tracing::warn!(peer = peer.name(), %status, "control-plane peer exited; restarting it in place");
+                self.start_peer(peer).await?;
+                revived.push((peer, status.to_string()));
+            }
+        }
+        Ok(revived)
     }
 }
 
@@ -286,14 +469,10 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         // The controller manager, then the apiserver, so neither spends its shutdown retrying a
         // vanished peer.
-        if let Some(mut kcm) = self.controller_manager.take() {
-            kcm.stop(STOP_GRACE);
-        }
-        if let Some(mut apiserver) = self.apiserver.take() {
-            apiserver.stop(STOP_GRACE);
-        }
-        if let Some(mut etcd) = self.etcd.take() {
-            etcd.stop(STOP_GRACE);
+        for slot in [&mut self.controller_manager, &mut self.apiserver, &mut self.etcd] {
+            if let Some(mut p) = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+                p.stop(STOP_GRACE);
+            }
         }
     }
 }

@@ -106,10 +106,26 @@ impl GitsealController {
         host: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_via(plane, binary, ns, watch, name, host, plane.server_url(), extra).await
+    }
+
+    /// [`Self::start_on`] with the controller's kubeconfig pointing at `server` instead of the
+    /// apiserver (a [`crate::fault_proxy::FaultProxy`] in front of it).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_via(
+        plane: &ControlPlane,
+        binary: &Path,
+        ns: &str,
+        watch: Option<&str>,
+        name: &str,
+        host: &str,
+        server: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let client = plane.client()?;
         install_crds(&client).await?;
         apply_rbac(&client, ns).await?;
-        let sa = plane.service_account_token(ns, "gitseal-controller", &[]).await?;
+        let sa = plane.service_account_token_via(ns, "gitseal-controller", &[], server).await?;
         let (api_port, metrics_port) = (free_port()?, free_port()?);
         let audit_log = plane.dir().join(format!("audit-{ns}-{name}.log"));
         let mut args: Vec<String> = vec![

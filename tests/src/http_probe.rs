@@ -18,6 +18,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GETs `url` (`http://host:port/path`) and returns the status code and body.
 pub async fn http_get(url: &str) -> Result<(u16, Vec<u8>)> {
+    exchange(url, "GET", None).await
+}
+
+/// POSTs a JSON `body` to `url` (`http://host:port/path`, e.g. etcd's gRPC gateway) and returns
+/// the status code and body.
+pub async fn http_post_json(url: &str, body: &str) -> Result<(u16, Vec<u8>)> {
+    exchange(url, "POST", Some(body)).await
+}
+
+async fn exchange(url: &str, method: &str, body: Option<&str>) -> Result<(u16, Vec<u8>)> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| Error::invalid(format!("probing {url}"), "only http:// URLs are supported"))?;
@@ -27,7 +37,13 @@ pub async fn http_get(url: &str) -> Result<(u16, Vec<u8>)> {
     };
     let exchange = async {
         let mut stream = TcpStream::connect(authority).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n");
+        match body {
+            Some(b) => {
+                request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()))
+            }
+            None => request.push_str("\r\n"),
+        }
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -36,10 +52,13 @@ pub async fn http_get(url: &str) -> Result<(u16, Vec<u8>)> {
     let response = tokio::time::timeout(PROBE_TIMEOUT, exchange)
         .await
         .map_err(|_| {
-            Error::io(format!("GET {url}"), std::io::Error::new(std::io::ErrorKind::TimedOut, "no response within 5 s"))
+            Error::io(
+                format!("{method} {url}"),
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "no response within 5 s"),
+            )
         })?
-        .map_err(|e| Error::io(format!("GET {url}"), e))?;
-    parse_response(&response).ok_or_else(|| Error::invalid(format!("GET {url}"), "malformed HTTP response"))
+        .map_err(|e| Error::io(format!("{method} {url}"), e))?;
+    parse_response(&response).ok_or_else(|| Error::invalid(format!("{method} {url}"), "malformed HTTP response"))
 }
 
 fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {

@@ -7,6 +7,9 @@
 //!   itself in its own namespace through [`with_temp_ns`].
 //! - Helpers over it: [`install_crds`], [`ControlPlane::service_account_token`], [`wait_for`],
 //!   [`run_binary`] / [`exec_binary`] for peer processes whose logs show up when a test fails.
+//! - Faults: [`ControlPlane::stop_peer`] / [`ControlPlane::start_peer`] kill and restart etcd or
+//!   kube-apiserver in place; [`fault_proxy::FaultProxy`] sits between a client and the apiserver
+//!   and pauses, cuts or slows its connections.
 //! - [`bitnami::BitnamiController`]: the real Bitnami sealed-secrets controller, run against the
 //!   harness with only the RBAC its Helm chart grants.
 //!
@@ -29,6 +32,7 @@ mod certs;
 mod cluster;
 mod control_plane;
 mod error;
+pub mod fault_proxy;
 pub mod gitseal;
 mod http_probe;
 mod kubeconfig;
@@ -41,9 +45,11 @@ pub mod service_route;
 pub use cluster::{
     TestNamespace, apply_json, install_crds, install_crds_yaml, parse_crds, wait_for, wait_for_object, with_temp_ns,
 };
-pub use control_plane::{AuditOptions, AuditWebhookFiles, ControlPlane, FrontProxyFiles, ServiceAccountAccess};
+pub use control_plane::{
+    AuditOptions, AuditWebhookFiles, ControlPlane, FrontProxyFiles, PlanePeer, ServiceAccountAccess, StopHow,
+};
 pub use error::{Error, Result};
-pub use http_probe::http_get;
+pub use http_probe::{http_get, http_post_json};
 pub use peers::Peer;
 pub use process::{ChildProcess, exec_binary, free_port, run_binary};
 /// Signals for [`ChildProcess::signal`].

@@ -3,6 +3,12 @@
 //! [`Playground::start`] starts a private [`ControlPlane`] plus the requested [`Addon`]s and
 //! [`Playground::instructions`] tells a person how to use them. Dropping it stops everything.
 //!
+//! A peer that dies (an operator's `kill -9` on etcd or kube-apiserver, a crash) does not end the
+//! playground: [`Playground::supervise`], called every second by `gitseal-playground`, logs it
+//! and starts it again in place (same flags, ports, certificates and data), waiting until it
+//! serves; the addons keep running and reconnect by themselves. An addon that exits is logged,
+//! not restarted (gitseal-controller is expected to survive its peers).
+//!
 //! [`Addon`] lists what can run next to the control plane: gitseal's controller (with its CRDs
 //! and RBAC, in `gitseal-system`, watching every namespace) and Bitnami's.
 
@@ -76,16 +82,46 @@ impl Playground {
         &self.plane
     }
 
+    /// Restart any control-plane peer that died (waiting until it serves again) and report
+    /// addons that exited. Returns one line per thing that happened.
+    pub async fn supervise(&mut self) -> Result<Vec<String>> {
+        let mut happened = Vec::new();
+        for (peer, status) in self.plane.revive_dead_peers().await? {
+            happened.push(format!(
+                "{} had exited ({status}); restarted in place, serving again (pid {})",
+                peer.name(),
+                self.plane.peer_pid(peer).unwrap_or_default()
+            ));
+        }
+        if let Some(g) = &mut self.gitseal
+            && let Err(e) = g.process.check_running()
+        {
+            happened.push(format!("gitseal-controller exited: {e}"));
+            self.gitseal = None;
+        }
+        if let Some(b) = &mut self.bitnami
+            && let Err(e) = b.process_mut().check_running()
+        {
+            happened.push(format!("the Bitnami controller exited: {e}"));
+            self.bitnami = None;
+        }
+        Ok(happened)
+    }
+
     /// What to paste into a shell, and where the logs are.
     pub fn instructions(&self) -> String {
         let p = &self.plane;
+        let pid = |peer| p.peer_pid(peer).unwrap_or_default();
         let mut out = format!(
-            "# control plane ready in {:.1?}: kube-apiserver {}, etcd {}\n\
+            "# control plane ready in {:.1?}: kube-apiserver {} (pid {}), etcd {} (pid {})\n\
+             # a peer killed by hand is restarted in place within a second\n\
              # logs, certificates and kubeconfigs: {}\n\
              export KUBECONFIG={}\n",
             p.startup_time(),
             p.server_url(),
+            pid(crate::PlanePeer::KubeApiserver),
             p.etcd_url(),
+            pid(crate::PlanePeer::Etcd),
             p.dir().display(),
             p.kubeconfig_path().display(),
         );

@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeSet,
-    ffi::OsStr,
+    ffi::{OsStr, OsString},
     net::{Ipv4Addr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -36,26 +36,70 @@ pub struct ChildProcess {
     pid: u32,
     log: PathBuf,
     status: Option<ExitStatus>,
+    // What was started, so [`ChildProcess::restart`] can start it again in place.
+    launch: Launch,
     // The directory of the log when the handle owns it (see `run_binary`); dropped last.
     _dir: Option<TempDir>,
+}
+
+/// A command as spawned: program, arguments, environment changes, working directory.
+#[derive(Debug, Clone)]
+struct Launch {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, Option<OsString>)>,
+    dir: Option<PathBuf>,
+}
+
+impl Launch {
+    fn of(cmd: &Command) -> Self {
+        Self {
+            program: cmd.get_program().to_owned(),
+            args: cmd.get_args().map(OsStr::to_owned).collect(),
+            envs: cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(OsStr::to_owned))).collect(),
+            dir: cmd.get_current_dir().map(Path::to_owned),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d);
+        }
+        cmd
+    }
+
+    /// Starts it with stdin closed and stdout + stderr appended to `log`.
+    fn spawn(&self, name: &str, log: &Path) -> Result<Child> {
+        let mut cmd = self.command();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::io(format!("creating the log file {}", log.display()), e))?;
+        let err = out.try_clone().map_err(|e| Error::io(format!("opening {} twice", log.display()), e))?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.spawn().map_err(|e| Error::io(format!("starting {name} ({:?})", cmd.get_program()), e))
+    }
 }
 
 impl ChildProcess {
     /// Spawns `cmd` with stdin closed and stdout + stderr appended to `log`, and registers it
     /// with the watchdog. `name` is used in messages.
-    pub fn spawn(name: impl Into<String>, mut cmd: Command, log: impl Into<PathBuf>) -> Result<Self> {
+    pub fn spawn(name: impl Into<String>, cmd: Command, log: impl Into<PathBuf>) -> Result<Self> {
         let name = name.into();
         let log = log.into();
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| Error::io(format!("creating the log file {}", log.display()), e))?;
-        let err = out.try_clone().map_err(|e| Error::io(format!("opening {} twice", log.display()), e))?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().map_err(|e| Error::io(format!("starting {name} ({:?})", cmd.get_program()), e))?;
+        let launch = Launch::of(&cmd);
+        let child = launch.spawn(&name, &log)?;
         let pid = child.id();
-        let mut this = Self { name, child, pid, log, status: None, _dir: None };
+        let mut this = Self { name, child, pid, log, status: None, launch, _dir: None };
         // If registering fails the handle still stops the child on drop.
         reaper::register(pid)?;
         tracing::debug!(name = %this.name, pid, log = %this.log.display(), "started");
@@ -149,6 +193,32 @@ impl ChildProcess {
         self.status = self.child.wait().ok();
         reaper::forget(self.pid);
         self.status
+    }
+
+    /// SIGKILL and reap: the process is gone when this returns (a fault, not a shutdown).
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.try_status() {
+            return Some(status);
+        }
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        reaper::forget(self.pid);
+        self.status
+    }
+
+    /// Starts the same command again in place (program, arguments, environment; the log file is
+    /// appended to) once the previous process has ended — stop or kill it first.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.try_status()?.is_none() {
+            return Err(Error::invalid(format!("restarting {}", self.name), "it is still running; stop it first"));
+        }
+        let child = self.launch.spawn(&self.name, &self.log)?;
+        self.pid = child.id();
+        self.child = child;
+        self.status = None;
+        reaper::register(self.pid)?;
+        tracing::info!(name = %self.name, pid = self.pid, "restarted in place");
+        self.check_running()
     }
 
     /// Prints the end of the log to stderr (captured per test by `cargo test`).

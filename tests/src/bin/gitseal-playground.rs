@@ -63,10 +63,19 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => return Ok(()),
         _ = term.recv() => return Ok(()),
     };
+    let mut playground = playground;
     print!("{}", playground.instructions());
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+    // A peer killed from outside is restarted in place; the playground itself keeps running.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; break }
+            _ = term.recv() => break,
+            _ = tick.tick() => match playground.supervise().await {
+                Ok(happened) => happened.iter().for_each(|h| eprintln!("gitseal-playground: {h}")),
+                Err(e) => eprintln!("gitseal-playground: could not restart a peer (retrying): {e}"),
+            },
+        }
     }
     eprintln!("gitseal-playground: stopping");
     drop(playground);

@@ -91,6 +91,18 @@ impl ControlPlane {
         name: &str,
         audiences: &[&str],
     ) -> Result<ServiceAccountAccess> {
+        self.service_account_token_via(namespace, name, audiences, self.server_url()).await
+    }
+
+    /// [`Self::service_account_token`] with a kubeconfig whose server is `server` (for example a
+    /// [`crate::fault_proxy::FaultProxy`] in front of the apiserver) instead of the apiserver.
+    pub async fn service_account_token_via(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+        server: &str,
+    ) -> Result<ServiceAccountAccess> {
         let what = |step: &str| format!("{step} ServiceAccount {namespace}/{name}");
         let api: Api<ServiceAccount> = Api::namespaced(self.client()?, namespace);
         let sa = json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } });
@@ -116,14 +128,9 @@ impl ControlPlane {
                 Error::invalid(what("requesting a token for"), "the TokenRequest came back without a token")
             })?;
         let file = unique_file(self.dir(), &format!("sa-{namespace}-{name}"));
-        let config = kubeconfig::write(
-            &file,
-            self.server_url(),
-            self.serving_ca_pem(),
-            Credentials::Token(&token),
-            Some(namespace),
-        )
-        .await?;
+        let config =
+            kubeconfig::write(&file, server, self.serving_ca_pem(), Credentials::Token(&token), Some(namespace))
+                .await?;
         Ok(ServiceAccountAccess {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
