@@ -27,5 +27,7 @@ if [[ ${1:-} != --quick ]]; then
   bash deploy/generate.sh --check
 fi
 
+# Includes controller/tests/faults: kube-apiserver and etcd SIGKILLed and restarted, the controller
+# SIGKILLed mid-write, connections cut, key Secrets deleted (500 SealedSecrets each, ~3 min).
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
