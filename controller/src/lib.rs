@@ -130,6 +130,26 @@ async fn open_audit(client: &kube::Client, config: &Config) -> crate::error::Res
         .context("cannot open the audit log")
 }
 
+/// How long a start waits for the Kubernetes API (kube-apiserver or etcd restarting, RBAC not
+/// loaded yet) before giving up; Kubernetes then restarts the pod.
+pub const STARTUP_API_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// [`open_audit`], retrying while the Kubernetes API fails (unreachable, 5xx, a 403 from an
+/// apiserver whose RBAC cache is still loading) for up to [`STARTUP_API_WAIT`]; anything else
+/// (a malformed audit key Secret, an unusable audit file) ends the start at once.
+async fn open_audit_retrying(client: &kube::Client, config: &Config) -> crate::error::Result<AuditLog> {
+    let deadline = tokio::time::Instant::now() + STARTUP_API_WAIT;
+    loop {
+        match open_audit(client, config).await {
+            Err(e @ crate::error::Error::Kube { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %crate::error::report(&e), "the Kubernetes API is not usable yet; retrying in 2s");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -154,7 +174,7 @@ pub async fn run(config: Config) -> crate::error::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (no in-cluster config and no usable KUBECONFIG)")?;
-    let audit = open_audit(&client, &config).await?;
+    let audit = open_audit_retrying(&client, &config).await?;
     let shared = Arc::new(Shared::new(client, config, audit));
     let mut rec = AuditLog::record("ControllerStarted", AuditOutcome::Success);
     rec.message = Some(format!("namespace {}", shared.config.namespace));

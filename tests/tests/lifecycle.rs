@@ -120,3 +120,77 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn a_playground_peer_killed_by_hand_is_restarted_in_place_while_the_rest_keeps_running() -> anyhow::Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut playground = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_gitseal-playground"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let stdout = playground.0.stdout.take().context("no stdout")?;
+    let stderr = playground.0.stderr.take().context("no stderr")?;
+    // The instructions: "... kube-apiserver https://… (pid N), etcd … (pid M)" then the KUBECONFIG.
+    let head = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let first = lines.next()?;
+        let kubeconfig = lines.find_map(|l| l.strip_prefix("export KUBECONFIG=").map(PathBuf::from))?;
+        Some((first, kubeconfig))
+    });
+    let (first, kubeconfig) = match tokio::time::timeout(Duration::from_secs(90), head).await {
+        Ok(Ok(Some(h))) => h,
+        other => anyhow::bail!("the playground printed no instructions: {other:?}"),
+    };
+    let pids: Vec<u32> = first.split("(pid ").skip(1).filter_map(|s| s.split(')').next()?.parse().ok()).collect();
+    let [apiserver, etcd] = pids[..] else { anyhow::bail!("no pids in {first:?}") };
+    let dir = kubeconfig.parent().context("kubeconfig has no parent")?.to_path_buf();
+    let others: Vec<u32> = processes_using(&dir).into_iter().filter(|p| *p != apiserver).collect();
+    assert_eq!(others.len(), 3, "etcd, kube-controller-manager, gitseal-controller: {others:?}");
+    assert!(others.contains(&etcd));
+    let names: Vec<String> = others
+        .iter()
+        .map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
+            String::from_utf8_lossy(argv0).rsplit('/').next().unwrap_or_default().to_string()
+        })
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    // An operator's `kill -9` on kube-apiserver.
+    let killed = Instant::now();
+    assert!(Command::new("kill").args(["-9", &apiserver.to_string()]).status()?.success());
+    let restarted = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = rx.recv().await {
+            if line.contains("kube-apiserver had exited") && line.contains("restarted in place") {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await?
+    .context("the playground ended without restarting kube-apiserver")?;
+    eprintln!("{restarted} ({:.1?} after the kill)", killed.elapsed());
+
+    // Same port, certificates and data: the old kubeconfig works and the namespaces are there.
+    let text = std::fs::read_to_string(&kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&text)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = kube::Client::try_from(config)?;
+    Api::<Namespace>::all(client.clone()).get("gitseal-system").await?;
+    let stopped: Vec<&String> = others.iter().zip(&names).filter(|(p, _)| !running(**p)).map(|(_, n)| n).collect();
+    assert!(stopped.is_empty(), "the other peers keep running, but these stopped: {stopped:?}");
+    assert!(playground.0.try_wait()?.is_none(), "the playground keeps running");
+    Ok(())
+}
