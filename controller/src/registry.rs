@@ -514,6 +514,25 @@ mod tests {
     }
 
     #[test]
+    fn a_relist_without_a_loaded_key_keeps_it_and_names_it_for_restoring() {
+        let (old, new) = (pair(), pair());
+        let r = Registry::default();
+        r.replace_all(vec![loaded("old", &old, KeyState::Active)]);
+        // The re-list shows another Secret only: "old" was deleted while the watch was away.
+        let vanished = r.replace_all_keeping_vanished(vec![loaded("new", &new, KeyState::Active)]);
+        assert_eq!(vanished.iter().map(|k| k.secret_name.as_str()).collect::<Vec<_>>(), ["old"]);
+        assert_eq!(r.all().len(), 2, "both keys still decrypt");
+        assert!(r.by_secret("old").is_some_and(|k| k.id() == old.rsa.id()));
+        // A re-list that shows everything keeps nothing extra.
+        let none = r.replace_all_keeping_vanished(vec![
+            loaded("old", &old, KeyState::Active),
+            loaded("new", &new, KeyState::Active),
+        ]);
+        assert!(none.is_empty());
+        assert_eq!(r.all().len(), 2);
+    }
+
+    #[test]
     fn the_most_restrictive_state_wins_across_duplicates_whatever_their_names() {
         let p = pair();
         for (a, b) in [("a-copy", "z-revoked"), ("z-copy", "a-revoked")] {
