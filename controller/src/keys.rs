@@ -469,7 +469,15 @@ async fn write_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret:
     for attempt in 1..=RESTORE_ATTEMPTS {
         let done = match api.create(&PostParams::default(), &secret).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(ae)) if ae.code == 409 => Ok(()),
+            // Someone wrote a Secret of that name first: restored only if it holds the same data.
+            Err(kube::Error::Api(ae)) if ae.code == 409 => match api.get_opt(name).await {
+                Ok(Some(found)) if found.data == secret.data => Ok(()),
+                Ok(_) => {
+                    restore_failed(shared, name, key_id, "another Secret with different data took its name");
+                    return;
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match done {
