@@ -1,15 +1,15 @@
 //! Edit a YAML stream in place, keeping comments, key order and formatting.
 //!
 //! gitseal rewrites SealedSecret files that people keep in Git (`--merge-into`, `reseal`). No
-//! serde YAML library keeps comments, so this module edits the *text*:
+//! serde YAML library keeps comments, so this crate edits the *text*:
 //!
 //! 1. parse the stream once with an event parser and build a light tree of byte spans (where each
 //!    key, value and entry sits);
-//! 2. apply every [`YamlEdit`] to that tree (replace a scalar, mark an entry removed, remember keys
-//!    to append), so edits compose and later edits see earlier ones;
+//! 2. apply every [`YamlEdit`] to that tree (replace a scalar, remember keys to append), so edits
+//!    compose and later edits see earlier ones;
 //! 3. turn the tree into splices and copy the original text around them, front to back.
 //!
-//! Bytes outside the replaced scalars and the inserted or removed lines are copied unchanged:
+//! Bytes outside the replaced scalars and the inserted lines are copied unchanged:
 //! comments, blank lines, `---`/`...`, a leading BOM, CRLF line breaks and indentation survive.
 //!
 //! The parser is granit-parser, reached as `serde_saphyr::granit_parser`. It is the parser
@@ -58,8 +58,6 @@ pub enum EditOp {
     /// Set the entry to this string, written with [`yaml_scalar`]. A missing entry is appended
     /// to its mapping, and missing mappings on the way are created.
     Set(String),
-    /// Delete the entry with its nested lines and its same-line comment; a missing entry is fine.
-    Remove,
 }
 
 /// Why a YAML stream could not be rewritten.
@@ -103,7 +101,7 @@ pub enum RewriteError {
     },
     /// The path goes through a value that is not a mapping.
     #[error(
-        "document {doc}, line {line}: {path} is not a mapping, so no key can be set or removed under it; fix the file or the key path"
+        "document {doc}, line {line}: {path} is not a mapping, so no key can be set under it; fix the file or the key path"
     )]
     NotAMapping {
         /// The document.
@@ -115,7 +113,7 @@ pub enum RewriteError {
     },
     /// `Set` would replace a whole mapping or sequence with a string.
     #[error(
-        "document {doc}, line {line}: {path} holds a mapping or a sequence, not a single value; remove it first if a value should replace it"
+        "document {doc}, line {line}: {path} holds a mapping or a sequence, not a single value; edit it by hand if a value should replace it"
     )]
     NotAScalar {
         /// The document.
