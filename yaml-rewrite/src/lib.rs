@@ -20,6 +20,35 @@
 //! What it does not do: edit flow collections with content (`{a: b}`, `[a]`), walk into
 //! sequences, or replace a whole mapping with a scalar. Those return a [`RewriteError`] that says
 //! what to do instead.
+//!
+//! # Why not a lossless YAML editor from crates.io
+//!
+//! `differential/` (a standalone crate, not built in CI) runs the cases of this crate's property
+//! test — random multi-document streams with comments, quoted keys, block scalars, tags, CRLF,
+//! BOMs, sequences, null and empty documents, and batches of `Set` edits — through this crate
+//! and through the two maintained lossless editors, then reads each output back with
+//! serde-saphyr and compares it with the edits applied to the parsed tree (and checks that every
+//! comment line survives). `cargo run --release --manifest-path yaml-rewrite/differential/Cargo.toml`
+//! (`REWRITE_CASES=5000` for more), on 2026-11-30:
+//!
+//! | editor | agrees on 1,000 cases | on 5,000 cases |
+//! |---|---|---|
+//! | this crate | 1,000 | 5,000 |
+//! | `yaml-edit` 0.3.6 (jelmer, rowan) | 925 | 4,602 |
+//! | `nondestructive` 0.0.29 (udoprog) | 233 | 1,191 |
+//!
+//! Neither agrees on every case, so neither is adopted. The shapes that fail:
+//!
+//! - `yaml-edit`: setting a key whose plain spelling reads as another type (`true: v1`, set
+//!   `"true"`) misses the existing entry and appends `'true': …`, a duplicate key that
+//!   serde-saphyr rejects (most failures); setting a key in a document that is `null` or `~`, or
+//!   creating a mapping under `key: ~`, silently does nothing (the output equals the input); a
+//!   comment line after a multi-line plain scalar is dropped when that value is replaced.
+//! - `nondestructive`: one document per file by design (a second `---` or `...` is a parse
+//!   error: three quarters of the cases, and every multi-document SealedSecret file); anchors
+//!   and tags read as part of the scalar; quoted keys are matched by their spelling, not their
+//!   value (`'kind': x` then set `kind` appends a duplicate); a few inputs with flow collections
+//!   or multi-line plain scalars inside sequences come out unparsable after an edit.
 
 mod apply;
 mod parse;

@@ -1,5 +1,6 @@
 //! Tests of the public API in `mod.rs`, helpers shared by the submodules' unit tests, and the
-//! property and stress tests that drive the whole rewriter.
+//! property and stress tests that drive the whole rewriter. The case generator is also used by
+//! `differential/`, which runs the same cases through other YAML editors.
 
 use super::*;
 use serde_json::{Map, Value as Json};
@@ -66,13 +67,13 @@ fn empty_documents_count_and_a_missing_document_is_an_error() {
 
 /// How many random cases to run (`REWRITE_CASES`, for longer local runs) and the seed
 /// (`REWRITE_SEED`).
-fn cases_and_seed(default: usize) -> (usize, u64) {
+pub(crate) fn cases_and_seed(default: usize) -> (usize, u64) {
     let var = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
     (var("REWRITE_CASES").map_or(default, |c: u64| c as usize), var("REWRITE_SEED").unwrap_or(0x9e37_79b9_7f4a_7c15))
 }
 
 /// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -81,10 +82,10 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-    fn chance(&mut self, percent: usize) -> bool {
+    pub(crate) fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
@@ -251,7 +252,7 @@ impl Gen<'_> {
     }
 }
 
-fn random_stream(rng: &mut Rng) -> String {
+pub(crate) fn random_stream(rng: &mut Rng) -> String {
     let step = *rng.pick(&[2, 4]);
     let indent_seqs = rng.chance(50);
     let mut g = Gen { rng, step, indent_seqs, out: String::new() };
@@ -293,7 +294,7 @@ fn random_stream(rng: &mut Rng) -> String {
 }
 
 /// The reference: the same edit on a parsed value tree. `Err` where the rewriter must fail.
-fn apply_reference(root: &mut Json, path: &[String], op: &EditOp) -> Result<(), ()> {
+pub(crate) fn apply_reference(root: &mut Json, path: &[String], op: &EditOp) -> Result<(), ()> {
     let (last, parents) = path.split_last().ok_or(())?;
     let mut cur = root;
     for key in parents {
@@ -319,7 +320,7 @@ fn apply_reference(root: &mut Json, path: &[String], op: &EditOp) -> Result<(), 
     Ok(())
 }
 
-fn random_edit(rng: &mut Rng, docs: &[Json]) -> YamlEdit {
+pub(crate) fn random_edit(rng: &mut Rng, docs: &[Json]) -> YamlEdit {
     let doc = rng.below(docs.len());
     let mut path = Vec::new();
     let mut cur = docs.get(doc);
