@@ -79,18 +79,19 @@ fn status_ok() -> Step {
     Step::new(Method::PATCH, STATUS, 200, doc)
 }
 
+/// A first unseal: no Secret yet, apply it, announce it, then `status` answers the status write.
+fn unsealing(status: Step) -> Vec<Step> {
+    vec![
+        Step::fail(Method::GET, SECRET, 404, "NotFound"),
+        Step::echo(Method::PATCH, SECRET, 201),
+        Step::echo(Method::POST, EVENTS, 201),
+        status,
+    ]
+}
+
 #[tokio::test]
 async fn a_new_sealed_secret_is_read_applied_announced_and_reported_in_that_order() {
-    let run = run(
-        vec![
-            Step::fail(Method::GET, SECRET, 404, "NotFound"),
-            Step::echo(Method::PATCH, SECRET, 201),
-            Step::echo(Method::POST, EVENTS, 201),
-            status_ok(),
-        ],
-        false,
-    )
-    .await;
+    let run = run(unsealing(status_ok()), false).await;
     assert_eq!(
         run.lines(),
         [format!("GET {SECRET}"), format!("PATCH {SECRET}"), format!("POST {EVENTS}"), format!("PATCH {STATUS}")]
@@ -154,16 +155,7 @@ async fn an_apply_conflict_fails_the_reconcile_without_counting_an_unseal_or_wri
 
 #[tokio::test]
 async fn a_failed_status_write_after_the_secret_was_applied_counts_the_unseal_and_retries() {
-    let run = run(
-        vec![
-            Step::fail(Method::GET, SECRET, 404, "NotFound"),
-            Step::echo(Method::PATCH, SECRET, 201),
-            Step::echo(Method::POST, EVENTS, 201),
-            Step::fail(Method::PATCH, STATUS, 500, "InternalError"),
-        ],
-        false,
-    )
-    .await;
+    let run = run(unsealing(Step::fail(Method::PATCH, STATUS, 500, "InternalError")), false).await;
     assert_eq!(run.seen.len(), 4);
     assert!(matches!(run.result, Err(Error::Status(..))), "{:?}", run.result);
     assert_eq!(run.metric(r#"gitseal_reconciles_total{outcome="unsealed"}"#), 1.0);
@@ -172,16 +164,7 @@ async fn a_failed_status_write_after_the_secret_was_applied_counts_the_unseal_an
 
 #[tokio::test]
 async fn a_sealed_secret_deleted_during_reconcile_ends_quietly_at_its_status() {
-    let run = run(
-        vec![
-            Step::fail(Method::GET, SECRET, 404, "NotFound"),
-            Step::echo(Method::PATCH, SECRET, 201),
-            Step::echo(Method::POST, EVENTS, 201),
-            Step::fail(Method::PATCH, STATUS, 404, "NotFound"),
-        ],
-        false,
-    )
-    .await;
+    let run = run(unsealing(Step::fail(Method::PATCH, STATUS, 404, "NotFound")), false).await;
     assert!(matches!(run.result, Ok(ref a) if *a == Action::await_change()), "{:?}", run.result.as_ref().err());
     assert_eq!(run.metric(r#"gitseal_reconcile_errors_total{error="status"}"#), 0.0);
 }

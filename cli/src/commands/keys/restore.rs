@@ -418,8 +418,13 @@ mod tests {
     use super::*;
 
     fn backup_text(state: Option<&str>) -> String {
-        let pair = gitseal_keys::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))
-            .unwrap();
+        let pair = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(1),
+        )
+        .unwrap();
         let mut data = serde_json::Map::new();
         for (k, v) in pair.secret_data().unwrap() {
             data.insert(k.to_string(), gitseal_shared::value::encode_base64(&v).into());
