@@ -468,6 +468,15 @@ mod tests {
     }
 
     #[test]
+    fn key_size_takes_only_the_supported_rsa_sizes() {
+        let cli = Cli::try_parse_from(["x", "--key-size", "3072"]).unwrap();
+        assert_eq!(cli.run.resolve().unwrap().key_size, gitseal_keys::RsaBits::Rsa3072);
+        assert_eq!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().key_size.bits(), 4096);
+        let err = Cli::try_parse_from(["x", "--key-size", "1024"]).unwrap_err().to_string();
+        assert!(err.contains(r#"unsupported RSA key size "1024": use 2048, 3072, 4096 or 8192"#), "{err}");
+    }
+
+    #[test]
     fn trusted_proxies_are_cidrs_and_a_bad_one_is_refused_by_name() {
         let cli = Cli::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,::1"]).unwrap();
         assert_eq!(cli.run.resolve().unwrap().budget.trusted_proxies.len(), 2);
