@@ -326,7 +326,7 @@ pub struct KeygenArgs {
     pub ttl: Option<time::Duration>,
 
     /// Write the private key here (RSA: PKCS#1 PEM; age: identity file), mode 0600
-    #[arg(long, value_name = "FILE", env = "GITSEAL_OUT_KEY")]
+    #[arg(long, value_name = "FILE", env = "GITSEAL_OUT_KEY", required_if_eq("key_type", "age"))]
     pub out_key: Option<PathBuf>,
 
     /// Write the certificate (PEM) here: what `gitseal seal --cert` takes

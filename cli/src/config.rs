@@ -308,6 +308,7 @@ fn keygen(a: cli::KeygenArgs) -> Result<KeygenConfig, clap::Error> {
                     "--type age takes only --out-key: --out-cert, --secret, --bits, --cn and --ttl are for RSA keys",
                 ));
             }
+            // clap requires --out-key with --type age (`required_if_eq`); this is its value.
             let out_key = a.out_key.ok_or_else(|| {
                 usage("keygen", ErrorKind::MissingRequiredArgument, "--type age needs --out-key FILE for the identity")
             })?;
