@@ -172,7 +172,7 @@ pub struct SealArgs {
 
     /// Seal the input Secret for the name, namespace and scope of this SealedSecret file and
     /// add or replace its encryptedData in place (comments and order kept)
-    #[arg(long, value_name = "FILE", env = "GITSEAL_MERGE_INTO")]
+    #[arg(long, value_name = "FILE", env = "GITSEAL_MERGE_INTO", conflicts_with_all = ["output", "kubeseal_output"])]
     pub merge_into: Option<PathBuf>,
 
     #[command(flatten)]
@@ -314,8 +314,8 @@ pub struct KeygenArgs {
     pub key_type: KeyType,
 
     /// RSA key size in bits: 2048, 3072, 4096 or 8192 [default: 4096]
-    #[arg(long, value_parser = parse_bits, env = "GITSEAL_BITS")]
-    pub bits: Option<usize>,
+    #[arg(long, env = "GITSEAL_BITS")]
+    pub bits: Option<gitseal_keys::RsaBits>,
 
     /// Certificate subject common name [default: empty, as Bitnami's controller]
     #[arg(long, value_name = "NAME", env = "GITSEAL_CN")]
@@ -326,7 +326,7 @@ pub struct KeygenArgs {
     pub ttl: Option<time::Duration>,
 
     /// Write the private key here (RSA: PKCS#1 PEM; age: identity file), mode 0600
-    #[arg(long, value_name = "FILE", env = "GITSEAL_OUT_KEY")]
+    #[arg(long, value_name = "FILE", env = "GITSEAL_OUT_KEY", required_if_eq("key_type", "age"))]
     pub out_key: Option<PathBuf>,
 
     /// Write the certificate (PEM) here: what `gitseal seal --cert` takes
@@ -399,17 +399,6 @@ pub enum KeyType {
     Rsa,
     /// X25519 age identity (an offline recovery key)
     Age,
-}
-
-/// Parse an RSA key size.
-pub fn parse_bits(s: &str) -> Result<usize, String> {
-    match s.trim() {
-        "2048" => Ok(2048),
-        "3072" => Ok(3072),
-        "4096" => Ok(4096),
-        "8192" => Ok(8192),
-        _ => Err(format!("unsupported RSA key size {s:?}: use 2048, 3072, 4096 or 8192")),
-    }
 }
 
 /// Parse a lifetime such as `87600h`, `3650d` or `1d12h`, with humantime as the controller's

@@ -153,7 +153,7 @@ pub struct ValidateConfig {
 #[derive(Debug)]
 pub enum KeygenConfig {
     Rsa {
-        bits: usize,
+        bits: gitseal_keys::RsaBits,
         common_name: String,
         ttl: time::Duration,
         out_key: Option<PathBuf>,
@@ -247,6 +247,7 @@ fn seal(mut a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
     let allow_empty_data = a.allow_empty_data || env("SEALED_SECRETS_ALLOW_EMPTY_DATA").is_some_and(|v| truthy(&v));
     let by_extension = a.output.as_deref().and_then(format_of_path);
     let format = by_extension.or(format_or_env(a.format)).unwrap_or(OutputFormat::Yaml);
+    // Checked here, not by clap: clap counts GITSEAL_RAW=false as --raw being given.
     if a.raw && a.file.is_some() {
         return Err(usage(
             "seal",
@@ -261,9 +262,7 @@ fn seal(mut a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
             "--raw prints one value; it cannot be used with --merge-into",
         ));
     }
-    if a.merge_into.is_some() && a.output.is_some() {
-        return Err(usage("seal", ErrorKind::ArgumentConflict, "--merge-into rewrites its file in place; drop -o"));
-    }
+    // --merge-into against -o/-w: clap (`conflicts_with_all`), so the usage line shows it.
     if force && a.output.is_none() {
         return Err(usage("seal", ErrorKind::MissingRequiredArgument, "--force replaces the -o file; add -o FILE"));
     }
@@ -309,6 +308,7 @@ fn keygen(a: cli::KeygenArgs) -> Result<KeygenConfig, clap::Error> {
                     "--type age takes only --out-key: --out-cert, --secret, --bits, --cn and --ttl are for RSA keys",
                 ));
             }
+            // clap requires --out-key with --type age (`required_if_eq`); this is its value.
             let out_key = a.out_key.ok_or_else(|| {
                 usage("keygen", ErrorKind::MissingRequiredArgument, "--type age needs --out-key FILE for the identity")
             })?;
@@ -331,7 +331,7 @@ fn keygen(a: cli::KeygenArgs) -> Result<KeygenConfig, clap::Error> {
             }
             let secret = a.secret.map(|path| KeySecretOut { path, name: a.secret_name, namespace: a.secret_namespace });
             Ok(KeygenConfig::Rsa {
-                bits: a.bits.unwrap_or(4096),
+                bits: a.bits.unwrap_or_default(),
                 common_name: a.cn.unwrap_or_default(),
                 ttl: a.ttl.unwrap_or(gitseal_keys::generate::DEFAULT_TTL),
                 out_key: a.out_key,

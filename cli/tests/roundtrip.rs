@@ -518,8 +518,13 @@ fn an_expired_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let now = time::OffsetDateTime::now_utc();
-    let pair =
-        gitseal_keys::generate_key_pair(2048, "", now - time::Duration::days(30), time::Duration::days(1)).unwrap();
+    let pair = gitseal_keys::generate_key_pair(
+        gitseal_keys::RsaBits::Rsa2048,
+        "",
+        now - time::Duration::days(30),
+        time::Duration::days(1),
+    )
+    .unwrap();
     fs::write(d.join("expired.pem"), pair.cert.pem()).unwrap();
     let (_, err) = fails(d, &["seal", "--cert", "expired.pem"], Some(&secret("a", "b", &[("k", "v")])));
     assert!(err.starts_with("error: certificate expired.pem: the certificate expired on "), "{err}");

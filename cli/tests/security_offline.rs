@@ -371,8 +371,13 @@ fn keys_usage_reports_the_key_ids_a_tree_is_sealed_for() {
 
 /// A backup as the controller makes it: a YAML v1 List of key Secrets, encrypted with age.
 fn backup(recipient: &age::x25519::Recipient) -> Vec<u8> {
-    let pair =
-        gitseal_keys::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(30)).unwrap();
+    let pair = gitseal_keys::generate_key_pair(
+        gitseal_keys::RsaBits::Rsa2048,
+        "",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(30),
+    )
+    .unwrap();
     let data: serde_json::Map<String, Value> = pair
         .secret_data()
         .unwrap()

@@ -49,7 +49,8 @@ fn record(ss: &SealedSecretObject) -> AuditRecord {
 /// Part 1: seconds per object, unsigned vs signed, best of three rounds each.
 fn in_process(n: usize, values: usize) {
     let now = time::OffsetDateTime::now_utc();
-    let pair = gitseal_keys::generate_key_pair(4096, "", now, time::Duration::days(365)).unwrap();
+    let pair =
+        gitseal_keys::generate_key_pair(gitseal_keys::RsaBits::Rsa4096, "", now, time::Duration::days(365)).unwrap();
     let dk = pair.decryption_key().unwrap();
     let objects: Vec<SealedSecretObject> = (0..n)
         .map(|i| serde_json::from_value(sealed(&pair.cert, "bench", i, values, ApiGroup::Gitseal)).unwrap())

@@ -259,8 +259,13 @@ async fn main() {
     let now = time::OffsetDateTime::now_utc();
     let pairs: Vec<KeyPair> = (0..KEYS)
         .map(|i| {
-            generate_key_pair(4096, "", now - time::Duration::days(30 * (KEYS - i) as i64), time::Duration::days(3650))
-                .unwrap()
+            generate_key_pair(
+                gitseal_keys::RsaBits::Rsa4096,
+                "",
+                now - time::Duration::days(30 * (KEYS - i) as i64),
+                time::Duration::days(3650),
+            )
+            .unwrap()
         })
         .collect();
     let secrets: Api<Secret> = ns.api();

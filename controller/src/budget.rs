@@ -266,20 +266,32 @@ pub struct Cidr {
     prefix: u8,
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// Why a string is not a [`Cidr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CidrError {
+    /// The part before `/` is not an IPv4 or IPv6 address.
+    #[error("{0:?} is not an IP address or CIDR network")]
+    NotAnAddress(String),
+    /// The part after `/` is not a number up to 32 (IPv4) or 128 (IPv6).
+    #[error("{0:?}: bad prefix length")]
+    BadPrefix(String),
+}
 
-    fn from_str(s: &str) -> Result<Cidr, String> {
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| CidrError::NotAnAddress(s.to_owned()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| CidrError::BadPrefix(s.to_owned()))?,
         };
         Ok(Cidr { addr, prefix })
     }
@@ -354,9 +366,13 @@ mod tests {
         let host: Cidr = "fd00::1".parse().unwrap();
         assert!(host.contains("fd00::1".parse().unwrap()) && !host.contains("fd00::2".parse().unwrap()));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129"] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        for bad in ["10.0.0.0/33", "10.0.0.0/x", "::/129"] {
+            assert_eq!(bad.parse::<Cidr>(), Err(CidrError::BadPrefix(bad.into())), "{bad}");
         }
+        for bad in ["nonsense", "10.0.0/8", ""] {
+            assert_eq!(bad.parse::<Cidr>(), Err(CidrError::NotAnAddress(bad.into())), "{bad}");
+        }
+        assert_eq!(CidrError::BadPrefix("::/129".into()).to_string(), r#""::/129": bad prefix length"#);
     }
 
     fn xff(v: &'static str) -> HeaderMap {

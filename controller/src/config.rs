@@ -62,9 +62,9 @@ pub struct RunArgs {
     /// generateName prefix of new key Secrets.
     #[arg(long, env = "GITSEAL_KEY_PREFIX", default_value = "gitseal-key-")]
     pub key_prefix: String,
-    /// RSA key size of new keys.
-    #[arg(long, env = "GITSEAL_KEY_SIZE", default_value_t = 4096)]
-    pub key_size: usize,
+    /// RSA key size of new keys: 2048, 3072, 4096 or 8192.
+    #[arg(long, env = "GITSEAL_KEY_SIZE", default_value_t = gitseal_keys::RsaBits::default())]
+    pub key_size: gitseal_keys::RsaBits,
     /// Validity of new certificates.
     #[arg(long, env = "GITSEAL_KEY_TTL", default_value = "87600h", value_parser = humantime::parse_duration)]
     pub key_ttl: Duration,
@@ -286,7 +286,7 @@ pub struct Config {
     pub namespaces: Vec<String>,
     pub bitnami_compat: bool,
     pub key_prefix: String,
-    pub key_size: usize,
+    pub key_size: gitseal_keys::RsaBits,
     pub key_ttl: time::Duration,
     pub my_cn: String,
     pub renew: RenewPolicy,
@@ -331,9 +331,6 @@ impl RunArgs {
             .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
             .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
             .unwrap_or_else(|| "gitseal-controller".into());
-        if !matches!(self.key_size, 2048 | 3072 | 4096 | 8192) {
-            bail!("--key-size {} is not supported: use 2048, 3072, 4096 or 8192", self.key_size);
-        }
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
@@ -346,7 +343,11 @@ impl RunArgs {
             .trusted_proxies
             .iter()
             .filter(|s| !s.trim().is_empty())
-            .map(|s| s.parse().map_err(|e: String| crate::error::Error::invalid(format!("--trusted-proxies: {e}"))))
+            .map(|s| {
+                s.parse().map_err(|e: crate::budget::CidrError| {
+                    crate::error::Error::invalid(format!("--trusted-proxies: {e}"))
+                })
+            })
             .collect::<crate::error::Result<Vec<_>>>()?;
         if !(self.api_private_ops_rate.is_finite() && self.api_private_ops_rate >= 0.0) {
             bail!("--api-private-ops-rate must be a number of operations per second, 0 or more");
@@ -464,6 +465,15 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_size_takes_only_the_supported_rsa_sizes() {
+        let cli = Cli::try_parse_from(["x", "--key-size", "3072"]).unwrap();
+        assert_eq!(cli.run.resolve().unwrap().key_size, gitseal_keys::RsaBits::Rsa3072);
+        assert_eq!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().key_size.bits(), 4096);
+        let err = Cli::try_parse_from(["x", "--key-size", "1024"]).unwrap_err().to_string();
+        assert!(err.contains(r#"unsupported RSA key size "1024": use 2048, 3072, 4096 or 8192"#), "{err}");
     }
 
     #[test]

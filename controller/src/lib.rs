@@ -19,6 +19,8 @@ pub mod key_ops;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+mod mock_api;
 pub mod reconcile;
 pub mod registry;
 pub mod serve;

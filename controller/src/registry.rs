@@ -510,7 +510,13 @@ mod tests {
     }
 
     fn pair() -> KeyPair {
-        gitseal_keys::generate_key_pair(2048, "", OffsetDateTime::now_utc(), time::Duration::days(1)).unwrap()
+        gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            OffsetDateTime::now_utc(),
+            time::Duration::days(1),
+        )
+        .unwrap()
     }
 
     #[test]

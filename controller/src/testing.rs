@@ -20,14 +20,22 @@ fn offline_client() -> kube::Client {
 
 /// Shared state with one 2048-bit key, the default limits and `extra` flags, auditing to `audit`.
 pub fn shared_with(extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc<Shared> {
+    shared_on(offline_client(), extra, audit)
+}
+
+/// As [`shared_with`], on `client` (a scripted API server: `crate::mock_api`).
+pub fn shared_on(client: kube::Client, extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc<Shared> {
     let mut args = vec!["gitseal-controller", "--namespace", "gitseal-system"];
     args.extend_from_slice(extra);
     let config = Cli::try_parse_from(args).expect("test flags parse").run.resolve().expect("test config resolves");
-    let shared =
-        Shared::new(offline_client(), config, AuditLog::to_writer(audit, "test").expect("in-memory audit log"));
-    let pair =
-        gitseal_keys::generate::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))
-            .expect("key generation");
+    let shared = Shared::new(client, config, AuditLog::to_writer(audit, "test").expect("in-memory audit log"));
+    let pair = gitseal_keys::generate::generate_key_pair(
+        gitseal_keys::RsaBits::Rsa2048,
+        "",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(1),
+    )
+    .expect("key generation");
     let decryption = pair.decryption_key().expect("decryption key");
     shared.registry.upsert(LoadedKey {
         secret_name: "test-key".into(),

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use aws_lc_rs::rsa::PrivateDecryptingKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose, PKCS_RSA_SHA256,
     SerialNumber,
@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use crate::material::{AGE_KEY, RsaPrivateKey, TLS_CRT, TLS_KEY};
-use crate::{Certificate, Error, Result};
+use crate::{Certificate, Error, Result, RsaBits};
 
 /// Ten years of 365 days, Bitnami's `--key-ttl` default.
 pub const DEFAULT_TTL: Duration = Duration::days(3650);
@@ -36,17 +36,10 @@ impl fmt::Debug for KeyPair {
     }
 }
 
-/// Generate an RSA key of `bits` (2048, 3072, 4096 or 8192) with a certificate valid from
-/// `now` for `ttl`, and an age identity.
-pub fn generate_key_pair(bits: usize, common_name: &str, now: OffsetDateTime, ttl: Duration) -> Result<KeyPair> {
-    let size = match bits {
-        2048 => KeySize::Rsa2048,
-        3072 => KeySize::Rsa3072,
-        4096 => KeySize::Rsa4096,
-        8192 => KeySize::Rsa8192,
-        other => return Err(Error::Generate(format!("unsupported RSA size {other}: use 2048, 3072, 4096 or 8192"))),
-    };
-    let private = PrivateDecryptingKey::generate(size).map_err(|_| Error::Generate("RSA generation failed".into()))?;
+/// Generate an RSA key of `bits` with a certificate valid from `now` for `ttl`, and an age identity.
+pub fn generate_key_pair(bits: RsaBits, common_name: &str, now: OffsetDateTime, ttl: Duration) -> Result<KeyPair> {
+    let private =
+        PrivateDecryptingKey::generate(bits.key_size()).map_err(|_| Error::Generate("RSA generation failed".into()))?;
     let pkcs8 =
         Zeroizing::new(private.as_der().map_err(|_| Error::Generate("cannot encode key".into()))?.as_ref().to_vec());
     let rsa = RsaPrivateKey::from_pkcs8_der(&pkcs8)?;
@@ -118,7 +111,7 @@ mod tests {
     #[test]
     fn generated_certificate_is_bitnami_shaped_and_matches_the_key() {
         let now = OffsetDateTime::now_utc();
-        let kp = generate_key_pair(2048, "", now, DEFAULT_TTL).unwrap();
+        let kp = generate_key_pair(crate::RsaBits::Rsa2048, "", now, DEFAULT_TTL).unwrap();
         assert_eq!(kp.cert.key_id(), kp.rsa.id());
         let der = pem::parse(kp.cert.pem()).unwrap().into_contents();
         let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
@@ -133,7 +126,7 @@ mod tests {
 
     #[test]
     fn key_secret_data_round_trips() {
-        let kp = generate_key_pair(2048, "gitseal", OffsetDateTime::now_utc(), DEFAULT_TTL).unwrap();
+        let kp = generate_key_pair(crate::RsaBits::Rsa2048, "gitseal", OffsetDateTime::now_utc(), DEFAULT_TTL).unwrap();
         let data = kp.secret_data().unwrap();
         let get = |k| data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_slice()).unwrap();
         let back = KeyPair::from_secret_data(get(TLS_KEY), get(TLS_CRT), Some(get(AGE_KEY))).unwrap();

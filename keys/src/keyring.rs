@@ -82,7 +82,7 @@ mod tests {
     use time::Duration;
 
     fn entry(at: OffsetDateTime) -> KeyEntry {
-        let kp = generate_key_pair(2048, "", at, DEFAULT_TTL).unwrap();
+        let kp = generate_key_pair(crate::RsaBits::Rsa2048, "", at, DEFAULT_TTL).unwrap();
         KeyEntry { key: kp.decryption_key().unwrap(), cert: Some(kp.cert), source: "test".into() }
     }
 

@@ -7,6 +7,7 @@
 //! aws-lc-rs (constant time); private bytes live in zeroizing buffers and never reach `Debug`.
 //! This crate is synchronous and reads no files: callers pass text in.
 
+pub mod bits;
 pub mod cert;
 pub mod error;
 pub mod generate;
@@ -15,6 +16,7 @@ pub mod material;
 pub mod policy;
 pub mod recipients;
 
+pub use bits::{RsaBits, UnsupportedRsaBits};
 pub use cert::Certificate;
 pub use error::{Error, Result};
 pub use generate::{KeyPair, generate_key_pair};

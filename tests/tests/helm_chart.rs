@@ -491,8 +491,12 @@ async fn the_charts_own_service_account_and_arguments_unseal_a_sealed_secret() -
         assert_eq!(health_of(&obj)?.status, "Healthy", "Argo CD health of {obj}");
 
         // One sealed for another key fails, and Argo CD shows the controller's message.
-        let other =
-            gitseal_keys::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))?;
+        let other = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(1),
+        )?;
         apply_json(&client, seal(&other.cert, ns.name(), "stranger", "x")).await?;
         let obj = synced(&client, ns.name(), "stranger", "False").await?;
         let message = obj["status"]["conditions"][0]["message"].as_str().unwrap_or_default().to_string();

@@ -378,8 +378,8 @@ mod tests {
         K.get_or_init(|| {
             let now = time::OffsetDateTime::now_utc();
             (
-                generate_key_pair(2048, "", now, DEFAULT_TTL).unwrap(),
-                generate_key_pair(2048, "", now, DEFAULT_TTL).unwrap(),
+                generate_key_pair(gitseal_keys::RsaBits::Rsa2048, "", now, DEFAULT_TTL).unwrap(),
+                generate_key_pair(gitseal_keys::RsaBits::Rsa2048, "", now, DEFAULT_TTL).unwrap(),
             )
         })
     }

@@ -140,8 +140,12 @@ async fn a_revoked_key_stays_revoked_after_its_secret_is_deleted_and_restored() 
 
         // A second, newer key takes over sealing.
         let now = time::OffsetDateTime::now_utc();
-        let second =
-            gitseal_keys::generate_key_pair(2048, "", now + time::Duration::seconds(5), time::Duration::days(30))?;
+        let second = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            now + time::Duration::seconds(5),
+            time::Duration::days(30),
+        )?;
         secrets
             .create(&PostParams::default(), &key_secret("second", &second, &[("gitseal.dev/key", "active")]))
             .await?;
@@ -224,8 +228,12 @@ async fn a_future_dated_key_is_refused_and_a_gitseal_labelled_key_loads_in_compa
         let now = time::OffsetDateTime::now_utc();
 
         // With --bitnami-compat, a key carrying only gitseal's label is loaded (and, newest, seals).
-        let ours =
-            gitseal_keys::generate_key_pair(2048, "", now + time::Duration::seconds(5), time::Duration::days(30))?;
+        let ours = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            now + time::Duration::seconds(5),
+            time::Duration::days(30),
+        )?;
         secrets
             .create(&PostParams::default(), &key_secret("gitseal-only", &ours, &[("gitseal.dev/key", "active")]))
             .await?;
@@ -235,8 +243,12 @@ async fn a_future_dated_key_is_refused_and_a_gitseal_labelled_key_loads_in_compa
         .await?;
 
         // A key planted with NotBefore a year ahead, with both labels: refused, reported, not served.
-        let planted =
-            gitseal_keys::generate_key_pair(2048, "", now + time::Duration::days(365), time::Duration::days(30))?;
+        let planted = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            now + time::Duration::days(365),
+            time::Duration::days(30),
+        )?;
         let labels = [("gitseal.dev/key", "active"), ("sealedsecrets.bitnami.com/sealed-secrets-key", "active")];
         secrets.create(&PostParams::default(), &key_secret("planted", &planted, &labels)).await?;
         let record = audited(&g, "KeyRefused").await?;

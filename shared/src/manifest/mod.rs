@@ -4,7 +4,10 @@
 //! objects (what kubeseal prints), or a `kind: List`; every form yields [`Document`]s that keep
 //! their index in the stream, so [`rewrite`] can edit the right one in place.
 
-pub mod rewrite;
+/// The comment-preserving YAML rewriter, which lives in its own crate (`gitseal-yaml-rewrite`).
+pub mod rewrite {
+    pub use gitseal_yaml_rewrite::*;
+}
 pub mod secret;
 
 use serde_json::Value;

@@ -257,7 +257,9 @@ fn keys(dir: &Path) {
             continue;
         }
         let ttl = time::Duration::days(365 * 100 + 25);
-        let pair = gitseal_keys::generate_key_pair(2048, cn, time::OffsetDateTime::now_utc(), ttl).unwrap();
+        let pair =
+            gitseal_keys::generate_key_pair(gitseal_keys::RsaBits::Rsa2048, cn, time::OffsetDateTime::now_utc(), ttl)
+                .unwrap();
         std::fs::write(dir.join(key), pair.rsa.to_pkcs1_pem().unwrap().as_bytes()).unwrap();
         std::fs::write(dir.join(cert), pair.cert.pem()).unwrap();
     }

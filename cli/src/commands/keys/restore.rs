@@ -96,6 +96,17 @@ fn extra_label(doc: &Value) -> Option<&str> {
         .filter(|l| [DIGEST_KEY_LABEL_VALUE, REVOCATION_LIST_LABEL_VALUE].contains(l))
 }
 
+/// The decoded `data` of a Secret in a backup, wiped on drop; `what` names it in errors.
+fn secret_data(doc: &Value, what: &str) -> Result<BTreeMap<String, Zeroizing<Vec<u8>>>> {
+    let mut data = BTreeMap::new();
+    for (k, v) in doc["data"].as_object().into_iter().flatten() {
+        let bytes =
+            v.as_str().and_then(|s| decode_base64(s).ok()).ok_or_else(|| anyhow!("{what}: data[{k}] is not base64"))?;
+        data.insert(k.clone(), Zeroizing::new(bytes));
+    }
+    Ok(data)
+}
+
 /// The non-key Secrets of a decrypted backup.
 pub fn parse_extras(text: &str) -> Result<Vec<BackupExtra>> {
     let docs =
@@ -104,14 +115,7 @@ pub fn parse_extras(text: &str) -> Result<Vec<BackupExtra>> {
     for doc in docs {
         let Some(label) = extra_label(&doc.value) else { continue };
         let name = doc.value["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let mut data = BTreeMap::new();
-        for (k, v) in doc.value["data"].as_object().into_iter().flatten() {
-            let bytes = v
-                .as_str()
-                .and_then(|s| decode_base64(s).ok())
-                .ok_or_else(|| anyhow!("Secret {name}: data[{k}] is not base64"))?;
-            data.insert(k.clone(), Zeroizing::new(bytes));
-        }
+        let data = secret_data(&doc.value, &format!("Secret {name}"))?;
         extras.push(BackupExtra { name, label: label.to_string(), data });
     }
     Ok(extras)
@@ -255,14 +259,7 @@ pub fn parse_keys(text: &str) -> Result<Vec<BackupKey>> {
             .as_str()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| anyhow!("a key Secret of the backup has no name"))?;
-        let mut data = BTreeMap::new();
-        for (k, v) in doc.value["data"].as_object().into_iter().flatten() {
-            let bytes = v
-                .as_str()
-                .and_then(|s| decode_base64(s).ok())
-                .ok_or_else(|| anyhow!("key Secret {name}: data[{k}] is not base64"))?;
-            data.insert(k.clone(), Zeroizing::new(bytes));
-        }
+        let data = secret_data(&doc.value, &format!("key Secret {name}"))?;
         let (Some(key), Some(crt)) = (data.get(TLS_KEY), data.get(TLS_CRT)) else {
             bail!("key Secret {name} lacks {TLS_KEY} or {TLS_CRT}: not a sealing key");
         };
@@ -418,8 +415,13 @@ mod tests {
     use super::*;
 
     fn backup_text(state: Option<&str>) -> String {
-        let pair = gitseal_keys::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))
-            .unwrap();
+        let pair = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(1),
+        )
+        .unwrap();
         let mut data = serde_json::Map::new();
         for (k, v) in pair.secret_data().unwrap() {
             data.insert(k.to_string(), gitseal_shared::value::encode_base64(&v).into());

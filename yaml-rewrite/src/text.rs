@@ -54,28 +54,6 @@ pub(super) fn block_extent_end(text: &str, span_end: usize) -> usize {
     p
 }
 
-/// End of the lines after a removed entry (from `pos`, a line start) that go with it: comment
-/// lines indented deeper than its key at column `indent` (left alone, they could become content
-/// of a block scalar before the entry), the blank lines between them, and with `blanks` the
-/// blank lines after them too.
-pub(super) fn owned_lines_end(text: &str, mut pos: usize, indent: usize, blanks: bool) -> usize {
-    let mut end = pos;
-    while let Some(line) = text.get(pos..line_end_after(text, pos)).filter(|l| !l.is_empty()) {
-        let body = line.trim_start_matches([' ', '\t']);
-        let column = line.len() - body.len();
-        let blank = body.trim_end_matches(['\r', '\n']).is_empty();
-        let deeper_comment = body.starts_with('#') && column > indent;
-        if !blank && !deeper_comment {
-            break;
-        }
-        pos += line.len();
-        if blanks || !blank {
-            end = pos;
-        }
-    }
-    end
-}
-
 /// End of the token (tag) starting at `pos`: the next blank or line break.
 pub(super) fn token_end(text: &str, pos: usize) -> usize {
     let rest = text.as_bytes().get(pos..).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! Rendering the tree as splices of the original text, copied around them front to back.
 
-use super::text::{is_blank, line_end_after, line_start, owned_lines_end};
+use super::text::{is_blank, line_end_after, line_start};
 use super::tree::{BlockMap, Kind, NewMap, NewValue, State, Value};
 use super::{Result, RewriteError, yaml_scalar};
 
@@ -12,15 +12,6 @@ pub(super) struct Splice {
     end: usize,
     with: String,
     lines: bool,
-}
-
-/// How the text of a node, as rewritten, ends.
-#[derive(Debug, Clone, Copy)]
-struct Tail {
-    /// It ends with a keep-chomped block scalar.
-    keep: bool,
-    /// Where the text after it starts (after its last line break).
-    end: usize,
 }
 
 pub(super) struct Render<'t> {
@@ -59,73 +50,41 @@ impl Render<'_> {
     fn blocks(&mut self, root: &BlockMap) -> Result<()> {
         struct Frame<'m> {
             map: &'m BlockMap,
-            /// The mapping's node, `None` for the document root.
-            owner: Option<&'m Value>,
             next: usize,
-            /// How the text written so far at this level ends.
-            tail: Tail,
+            /// Where the text after the entries written so far starts (after their last line break).
+            tail: usize,
         }
-        let start = Tail { keep: false, end: usize::MAX };
-        let mut stack = vec![Frame { map: root, owner: None, next: 0, tail: start }];
-        let mut finished: Option<Tail> = None;
+        let mut stack = vec![Frame { map: root, next: 0, tail: usize::MAX }];
+        let mut finished: Option<usize> = None;
         while let Some(frame) = stack.last_mut() {
             if let Some(tail) = finished.take() {
                 frame.tail = tail;
             }
             let (map, indent) = (frame.map, frame.map.indent);
             let Some(entry) = map.entries.get(frame.next) else {
-                let tail = self.close_block(map, frame.owner, frame.tail);
+                // After a mapping's entries: append its new keys.
+                if !map.added.is_empty() {
+                    let mut lines = String::new();
+                    self.new_lines(&mut lines, &map.added, map.indent);
+                    self.push(frame.tail, frame.tail, lines, true);
+                }
+                finished = Some(frame.tail);
                 stack.pop();
-                finished = Some(tail);
                 continue;
             };
             frame.next += 1;
             let value = &entry.value;
-            if entry.removed {
-                // The blank lines after this entry would join a `|+` scalar right before it.
-                let joins_keep = frame.tail.keep && frame.tail.end == entry.line_start;
-                let end = line_end_after(self.text, value.last_end);
-                let end = owned_lines_end(self.text, end, indent, joins_keep);
-                self.push(entry.line_start, end, String::new(), false);
-                frame.tail = Tail { keep: joins_keep, end };
-                continue;
-            }
-            let plain = Tail { keep: false, end: line_end_after(self.text, value.last_end) };
-            frame.tail = match (&value.state, &value.kind) {
+            frame.tail = line_end_after(self.text, value.last_end);
+            match (&value.state, &value.kind) {
                 (State::Keep, Kind::Map(child)) => {
-                    stack.push(Frame { map: child, owner: Some(value), next: 0, tail: start });
-                    continue;
+                    stack.push(Frame { map: child, next: 0, tail: usize::MAX });
                 }
-                (State::Keep, _) => Tail { keep: value.keep_tail, ..plain },
-                (State::Set(s), _) => {
-                    self.replace(value, s)?;
-                    plain
-                }
-                (State::Map(new), _) => {
-                    self.convert(value, new, indent + self.step);
-                    plain
-                }
-            };
+                (State::Keep, _) => {}
+                (State::Set(s), _) => self.replace(value, s)?,
+                (State::Map(new), _) => self.convert(value, new, indent + self.step),
+            }
         }
         Ok(())
-    }
-
-    /// After a mapping's entries: append its new keys, or write `{}` if none is left.
-    fn close_block(&mut self, map: &BlockMap, owner: Option<&Value>, mut tail: Tail) -> Tail {
-        if !map.added.is_empty() {
-            let mut lines = String::new();
-            self.new_lines(&mut lines, &map.added, map.indent);
-            self.push(tail.end, tail.end, lines, true);
-            tail.keep = false;
-        } else if map.entries.iter().all(|e| e.removed) {
-            match (owner, map.entries.first()) {
-                (Some(v), _) => self.push(v.props_end, v.props_end, " {}".to_owned(), false),
-                (None, Some(first)) => self.push(first.line_start, first.line_start, format!("{{}}{}", self.nl), true),
-                (None, None) => {}
-            }
-            tail.keep = false;
-        }
-        tail
     }
 
     /// Replace a scalar (or alias) with `s`, keeping an anchor and a block scalar's header comment.
@@ -189,7 +148,7 @@ impl Render<'_> {
 
     /// Write `new` as block mapping lines at column `indent`.
     fn new_lines(&self, out: &mut String, new: &NewMap, indent: usize) {
-        for (key, value) in new.live() {
+        for (key, value) in new.iter() {
             out.extend(std::iter::repeat_n(' ', indent));
             out.push_str(&yaml_scalar(key));
             out.push(':');
@@ -240,8 +199,7 @@ impl Render<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::manifest::rewrite::rewrite_yaml;
-    use crate::manifest::rewrite::tests::{parse_all, remove, rewrite, set};
+    use crate::tests::{parse_all, rewrite, set};
 
     #[test]
     fn replacing_a_value_keeps_comments_and_other_keys_byte_identical() {
@@ -308,8 +266,6 @@ mod tests {
         let text = "a: &x old\nb: !!str &y 12\nc: *x\n";
         let out = rewrite(text, &[set(0, "a", "new"), set(0, "b", "v"), set(0, "c", "w")]);
         assert_eq!(out, "a: &x new\nb: &y v\nc: w\n");
-        let err = rewrite_yaml(text, &[remove(0, "a")]).unwrap_err();
-        assert!(err.to_string().contains("defines an anchor"), "{err}");
     }
 
     #[test]
@@ -329,25 +285,5 @@ mod tests {
     fn a_file_without_a_final_line_break_stays_without_one() {
         let out = rewrite("a:\n  b: 1", &[set(0, "a.c", "2x"), set(0, "d", "3x")]);
         assert_eq!(out, "a:\n  b: 1\n  c: 2x\nd: 3x");
-    }
-
-    #[test]
-    fn removing_a_key_deletes_its_lines_and_its_comment() {
-        let text = "spec:\n  encryptedData:\n    a: AAA # old key\n    b: |\n      multi\n      line\n    # about c\n    c: CCC\n  template: {}\n";
-        let out = rewrite(text, &[remove(0, "spec.encryptedData.a"), remove(0, "spec.encryptedData.b")]);
-        assert_eq!(out, "spec:\n  encryptedData:\n    # about c\n    c: CCC\n  template: {}\n");
-        let out = rewrite(text, &[remove(0, "spec.template")]);
-        assert_eq!(
-            out,
-            "spec:\n  encryptedData:\n    a: AAA # old key\n    b: |\n      multi\n      line\n    # about c\n    c: CCC\n"
-        );
-    }
-
-    #[test]
-    fn removing_every_key_leaves_an_empty_mapping() {
-        let text = "a:\n  b: 1 # c\n  c: 2\nd: 3\n";
-        assert_eq!(rewrite(text, &[remove(0, "a.b"), remove(0, "a.c")]), "a: {}\nd: 3\n");
-        assert_eq!(rewrite(text, &[remove(0, "a"), remove(0, "d")]), "{}\n");
-        assert_eq!(rewrite(text, &[remove(0, "a"), set(0, "a", "back")]), "d: 3\na: back\n");
     }
 }

@@ -1,15 +1,15 @@
 //! Edit a YAML stream in place, keeping comments, key order and formatting.
 //!
 //! gitseal rewrites SealedSecret files that people keep in Git (`--merge-into`, `reseal`). No
-//! serde YAML library keeps comments, so this module edits the *text*:
+//! serde YAML library keeps comments, so this crate edits the *text*:
 //!
 //! 1. parse the stream once with an event parser and build a light tree of byte spans (where each
 //!    key, value and entry sits);
-//! 2. apply every [`YamlEdit`] to that tree (replace a scalar, mark an entry removed, remember keys
-//!    to append), so edits compose and later edits see earlier ones;
+//! 2. apply every [`YamlEdit`] to that tree (replace a scalar, remember keys to append), so edits
+//!    compose and later edits see earlier ones;
 //! 3. turn the tree into splices and copy the original text around them, front to back.
 //!
-//! Bytes outside the replaced scalars and the inserted or removed lines are copied unchanged:
+//! Bytes outside the replaced scalars and the inserted lines are copied unchanged:
 //! comments, blank lines, `---`/`...`, a leading BOM, CRLF line breaks and indentation survive.
 //!
 //! The parser is granit-parser, reached as `serde_saphyr::granit_parser`. It is the parser
@@ -20,6 +20,35 @@
 //! What it does not do: edit flow collections with content (`{a: b}`, `[a]`), walk into
 //! sequences, or replace a whole mapping with a scalar. Those return a [`RewriteError`] that says
 //! what to do instead.
+//!
+//! # Why not a lossless YAML editor from crates.io
+//!
+//! `differential/` (a standalone crate, not built in CI) runs the cases of this crate's property
+//! test — random multi-document streams with comments, quoted keys, block scalars, tags, CRLF,
+//! BOMs, sequences, null and empty documents, and batches of `Set` edits — through this crate
+//! and through the two maintained lossless editors, then reads each output back with
+//! serde-saphyr and compares it with the edits applied to the parsed tree (and checks that every
+//! comment line survives). `cargo run --release --manifest-path yaml-rewrite/differential/Cargo.toml`
+//! (`REWRITE_CASES=5000` for more), on 2026-11-30:
+//!
+//! | editor | agrees on 1,000 cases | on 5,000 cases |
+//! |---|---|---|
+//! | this crate | 1,000 | 5,000 |
+//! | `yaml-edit` 0.3.6 (jelmer, rowan) | 925 | 4,602 |
+//! | `nondestructive` 0.0.29 (udoprog) | 233 | 1,191 |
+//!
+//! Neither agrees on every case, so neither is adopted. The shapes that fail:
+//!
+//! - `yaml-edit`: setting a key whose plain spelling reads as another type (`true: v1`, set
+//!   `"true"`) misses the existing entry and appends `'true': …`, a duplicate key that
+//!   serde-saphyr rejects (most failures); setting a key in a document that is `null` or `~`, or
+//!   creating a mapping under `key: ~`, silently does nothing (the output equals the input); a
+//!   comment line after a multi-line plain scalar is dropped when that value is replaced.
+//! - `nondestructive`: one document per file by design (a second `---` or `...` is a parse
+//!   error: three quarters of the cases, and every multi-document SealedSecret file); anchors
+//!   and tags read as part of the scalar; quoted keys are matched by their spelling, not their
+//!   value (`'kind': x` then set `kind` appends a duplicate); a few inputs with flow collections
+//!   or multi-line plain scalars inside sequences come out unparsable after an edit.
 
 mod apply;
 mod parse;
@@ -58,8 +87,6 @@ pub enum EditOp {
     /// Set the entry to this string, written with [`yaml_scalar`]. A missing entry is appended
     /// to its mapping, and missing mappings on the way are created.
     Set(String),
-    /// Delete the entry with its nested lines and its same-line comment; a missing entry is fine.
-    Remove,
 }
 
 /// Why a YAML stream could not be rewritten.
@@ -103,7 +130,7 @@ pub enum RewriteError {
     },
     /// The path goes through a value that is not a mapping.
     #[error(
-        "document {doc}, line {line}: {path} is not a mapping, so no key can be set or removed under it; fix the file or the key path"
+        "document {doc}, line {line}: {path} is not a mapping, so no key can be set under it; fix the file or the key path"
     )]
     NotAMapping {
         /// The document.
@@ -115,7 +142,7 @@ pub enum RewriteError {
     },
     /// `Set` would replace a whole mapping or sequence with a string.
     #[error(
-        "document {doc}, line {line}: {path} holds a mapping or a sequence, not a single value; remove it first if a value should replace it"
+        "document {doc}, line {line}: {path} holds a mapping or a sequence, not a single value; edit it by hand if a value should replace it"
     )]
     NotAScalar {
         /// The document.

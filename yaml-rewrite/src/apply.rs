@@ -1,4 +1,4 @@
-//! Applying edits to the tree: replace a scalar, mark an entry removed, remember keys to append.
+//! Applying edits to the tree: replace a scalar, remember keys to append.
 
 use super::text::line_of;
 use super::tree::{BlockMap, Kind, NewMap, NewValue, State, Value};
@@ -50,15 +50,12 @@ pub(super) fn walk_value(v: &mut Value, keys: &[String], op: &EditOp, at: &At<'_
     }
     match &mut v.kind {
         Kind::Map(map) => walk_block(map, keys, op, at, depth),
-        Kind::Null | Kind::EmptyFlowMap => match op {
-            EditOp::Remove => Ok(()),
-            EditOp::Set(_) => {
-                let mut new = NewMap::default();
-                walk_new(&mut new, keys, op, at, depth, v.start)?;
-                v.state = State::Map(new);
-                Ok(())
-            }
-        },
+        Kind::Null | Kind::EmptyFlowMap => {
+            let mut new = NewMap::default();
+            walk_new(&mut new, keys, op, at, depth, v.start)?;
+            v.state = State::Map(new);
+            Ok(())
+        }
         Kind::FlowMap => {
             Err(RewriteError::FlowStyle { doc: at.doc, line: line_of(at.text, v.start), path: at.path(depth) })
         }
@@ -85,24 +82,8 @@ fn walk_block(map: &mut BlockMap, keys: &[String], op: &EditOp, at: &At<'_>, dep
     if !rest.is_empty() {
         return walk_value(&mut entry.value, rest, op, at, depth + 1);
     }
-    match op {
-        EditOp::Set(s) => set_value(&mut entry.value, s, at, depth + 1),
-        EditOp::Remove => {
-            if entry.anchored {
-                return Err(at.unsupported(depth + 1, entry.key_start, "it defines an anchor that aliases may use"));
-            }
-            if !entry.own_line {
-                return Err(at.unsupported(
-                    depth + 1,
-                    entry.key_start,
-                    "the key shares its line with `-`, `---` or `?`",
-                ));
-            }
-            entry.removed = true;
-            map.index.remove(key);
-            Ok(())
-        }
-    }
+    let EditOp::Set(s) = op;
+    set_value(&mut entry.value, s, at, depth + 1)
 }
 
 fn set_value(v: &mut Value, s: &str, at: &At<'_>, depth: usize) -> Result<()> {
@@ -127,22 +108,19 @@ fn walk_new(new: &mut NewMap, keys: &[String], op: &EditOp, at: &At<'_>, depth: 
     let Some((key, rest)) = keys.split_first() else {
         return Err(RewriteError::Internal("empty key path"));
     };
-    if matches!(op, EditOp::Set(_)) && yaml_scalar(key).len() > MAX_KEY {
+    if yaml_scalar(key).len() > MAX_KEY {
         return Err(at.unsupported(depth + 1, pos, "a new key longer than 1024 characters"));
     }
-    match (new.get_mut(key), rest.is_empty(), op) {
-        (Some(NewValue::Map(_)), true, EditOp::Set(_)) => Err(at.not_a_scalar(depth + 1, pos)),
-        (_, true, EditOp::Set(s)) => {
+    let EditOp::Set(s) = op;
+    match (new.get_mut(key), rest.is_empty()) {
+        (Some(NewValue::Map(_)), true) => Err(at.not_a_scalar(depth + 1, pos)),
+        (_, true) => {
             new.set(key, NewValue::Scalar(s.clone()));
             Ok(())
         }
-        (_, true, EditOp::Remove) | (None, false, EditOp::Remove) => {
-            new.remove(key);
-            Ok(())
-        }
-        (Some(NewValue::Map(inner)), false, _) => walk_new(inner, rest, op, at, depth + 1, pos),
-        (Some(NewValue::Scalar(_)), false, _) => Err(at.not_a_mapping(depth + 1, pos)),
-        (None, false, EditOp::Set(_)) => {
+        (Some(NewValue::Map(inner)), false) => walk_new(inner, rest, op, at, depth + 1, pos),
+        (Some(NewValue::Scalar(_)), false) => Err(at.not_a_mapping(depth + 1, pos)),
+        (None, false) => {
             let mut inner = NewMap::default();
             walk_new(&mut inner, rest, op, at, depth + 1, pos)?;
             new.set(key, NewValue::Map(inner));
@@ -153,8 +131,8 @@ fn walk_new(new: &mut NewMap, keys: &[String], op: &EditOp, at: &At<'_>, depth: 
 
 #[cfg(test)]
 mod tests {
-    use crate::manifest::rewrite::tests::{remove, rewrite, set};
-    use crate::manifest::rewrite::{EditOp, RewriteError, YamlEdit, rewrite_yaml};
+    use crate::tests::{rewrite, set};
+    use crate::{EditOp, RewriteError, YamlEdit, rewrite_yaml};
 
     #[test]
     fn creating_metadata_annotations_when_missing() {
@@ -209,7 +187,7 @@ mod tests {
         let text = "kind: A\nitems:\n- a: 1\n";
         let err = rewrite_yaml(text, &[set(0, "kind.x", "1")]).unwrap_err();
         assert!(matches!(err, RewriteError::NotAMapping { line: 1, .. }), "{err:?}");
-        let err = rewrite_yaml(text, &[remove(0, "items.a")]).unwrap_err();
+        let err = rewrite_yaml(text, &[set(0, "items.a", "x")]).unwrap_err();
         assert!(matches!(err, RewriteError::NotAMapping { line: 3, .. }), "{err:?}");
         let err = rewrite_yaml(text, &[set(0, "items", "x")]).unwrap_err();
         assert!(err.to_string().contains("`items` holds a mapping or a sequence"), "{err}");
@@ -221,15 +199,10 @@ mod tests {
     fn duplicate_keys_empty_paths_and_overlong_new_keys_are_errors() {
         let err = rewrite_yaml("a: 1\na: 2\n", &[set(0, "a", "x")]).unwrap_err();
         assert!(matches!(err, RewriteError::DuplicateKey { line: 1, .. }), "{err:?}");
-        let err = rewrite_yaml("a: 1\n", &[YamlEdit { doc: 0, path: vec![], op: EditOp::Remove }]).unwrap_err();
+        let err =
+            rewrite_yaml("a: 1\n", &[YamlEdit { doc: 0, path: vec![], op: EditOp::Set("x".into()) }]).unwrap_err();
         assert!(matches!(err, RewriteError::BadPath { len: 0, .. }), "{err:?}");
         let err = rewrite_yaml("a: 1\n", &[set(0, &"k".repeat(1025), "v")]).unwrap_err();
         assert!(err.to_string().contains("longer than 1024"), "{err}");
-    }
-
-    #[test]
-    fn removing_a_missing_key_changes_nothing() {
-        let text = "a:\n  b: 1\nc:\n";
-        assert_eq!(rewrite(text, &[remove(0, "a.x"), remove(0, "x.y.z"), remove(0, "c.d")]), text);
     }
 }

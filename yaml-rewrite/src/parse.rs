@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle, ScanError, Span, StrInput, StructureStyle};
 
-use super::text::{block_extent_end, block_header, colon_after, is_blank, line_start, token_end, trim_back};
+use super::text::{block_extent_end, block_header, colon_after, token_end, trim_back};
 use super::tree::{BlockMap, Doc, Entry, Kind, State, Value};
 use super::{Result, RewriteError};
 
@@ -16,8 +16,7 @@ pub(super) fn parse_stream(text: &str) -> Result<Vec<Doc>> {
     options.emit_comments = false;
     // Anchor events give the `&name` spans, so a replaced value keeps its anchor.
     options.emit_anchor_events = true;
-    let mut b =
-        Builder { text, events: Parser::new_from_str_with_options(text, options).peekable(), step: None, anchors: 0 };
+    let mut b = Builder { text, events: Parser::new_from_str_with_options(text, options).peekable(), step: None };
     let mut docs = Vec::new();
     loop {
         let (event, _) = b.next()?;
@@ -41,8 +40,6 @@ enum Open {
         map: Box<BlockMap>,
         /// The key whose value comes next.
         key: Option<Key>,
-        /// Anchors read before the current entry.
-        anchors: usize,
         indent: usize,
     },
     Seq {
@@ -67,8 +64,6 @@ struct Builder<'a> {
     events: Peekable<Parser<'a, StrInput<'a>>>,
     /// First indentation step seen in the current document.
     step: Option<usize>,
-    /// Anchors read so far.
-    anchors: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -84,7 +79,6 @@ impl<'a> Builder<'a> {
     fn anchor(&mut self) -> Result<Option<Range<usize>>> {
         if matches!(self.events.peek(), Some(Ok((Event::Anchor(..), _)))) {
             let (_, span) = self.next()?;
-            self.anchors += 1;
             return Ok(Some(bytes(&span)?));
         }
         Ok(None)
@@ -108,8 +102,7 @@ impl<'a> Builder<'a> {
             let (node, key_text) = match event {
                 Event::MappingStart(StructureStyle::Block, ..) => {
                     let node = self.props(&span, header)?;
-                    let anchors = self.anchors;
-                    open.push(Open::Map { node, map: Box::default(), key: None, anchors, indent });
+                    open.push(Open::Map { node, map: Box::default(), key: None, indent });
                     continue;
                 }
                 Event::SequenceStart(StructureStyle::Block, ..) => {
@@ -120,7 +113,6 @@ impl<'a> Builder<'a> {
                 Event::MappingEnd | Event::SequenceEnd => match open.pop() {
                     Some(Open::Map { mut node, map, indent: start_indent, .. }) => {
                         node.last_end = map.entries.last().map_or(node.start, |e| e.value.last_end);
-                        node.keep_tail = map.entries.last().is_some_and(|e| e.value.keep_tail);
                         node.end = node.last_end;
                         node.kind = Kind::Map(*map);
                         indent = start_indent;
@@ -161,7 +153,6 @@ impl<'a> Builder<'a> {
             anchor,
             props_end: props_end.unwrap_or(r.start),
             last_end: r.end,
-            keep_tail: false,
             state: State::Keep,
         })
     }
@@ -188,13 +179,10 @@ impl<'a> Builder<'a> {
                     v.start = indicator;
                     v.end = content_end.max(header_end);
                     v.kind = Kind::Block { header: Some((indicator_end, header_end)) };
-                    v.keep_tail = self.text.get(indicator..indicator_end).is_some_and(|h| h.contains('+'));
                 } else {
-                    // Header not found (sequence item, document root): assume `|+`, which at
-                    // worst drops a blank line after a removed entry.
+                    // Header not found (sequence item, document root): the value cannot be set.
                     v.end = content_end;
                     v.kind = Kind::Block { header: None };
-                    v.keep_tail = true;
                 }
                 // The entry extends over the trailing blank lines: with `|+` they are part of the
                 // value, so new keys go after them.
@@ -249,7 +237,6 @@ impl<'a> Builder<'a> {
             None => Ok(Some(node)),
             Some(Open::Seq { node: seq, .. }) => {
                 seq.last_end = node.last_end;
-                seq.keep_tail = node.keep_tail;
                 Ok(None)
             }
             Some(Open::Map { map, key: pending @ None, .. }) => {
@@ -269,7 +256,7 @@ impl<'a> Builder<'a> {
                 });
                 Ok(None)
             }
-            Some(Open::Map { map, key: pending @ Some(_), anchors, .. }) => {
+            Some(Open::Map { map, key: pending @ Some(_), .. }) => {
                 let Some(key) = pending.take() else { return Err(RewriteError::Internal("pending key")) };
                 if let Kind::Map(child) = &node.kind
                     && self.step.is_none()
@@ -277,11 +264,6 @@ impl<'a> Builder<'a> {
                 {
                     self.step = Some(child.indent - map.indent);
                 }
-                let mut line_start = line_start(text, key.start);
-                if text.get(line_start..key.start).is_some_and(|p| p.starts_with('\u{feff}')) {
-                    line_start += '\u{feff}'.len_utf8();
-                }
-                let own_line = text.get(line_start..key.start).is_some_and(|p| p.bytes().all(is_blank));
                 if let Some(k) = key.text {
                     if map.index.contains_key(&k) {
                         map.dups.insert(k);
@@ -289,16 +271,7 @@ impl<'a> Builder<'a> {
                         map.index.insert(k, map.entries.len());
                     }
                 }
-                map.entries.push(Entry {
-                    line_start,
-                    key_start: key.start,
-                    own_line,
-                    simple: key.after_colon.is_some(),
-                    anchored: self.anchors > *anchors,
-                    value: node,
-                    removed: false,
-                });
-                *anchors = self.anchors;
+                map.entries.push(Entry { key_start: key.start, simple: key.after_colon.is_some(), value: node });
                 Ok(None)
             }
         }
@@ -312,7 +285,6 @@ impl<'a> Builder<'a> {
         loop {
             let (event, span) = self.next()?;
             match event {
-                Event::Anchor(..) => self.anchors += 1,
                 Event::SequenceStart(..) | Event::MappingStart(..) => depth += 1,
                 Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
                 _ => {}
@@ -336,8 +308,8 @@ fn bytes(span: &Span) -> Result<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::manifest::rewrite::tests::{rewrite, set};
-    use crate::manifest::rewrite::{RewriteError, rewrite_yaml};
+    use crate::tests::{rewrite, set};
+    use crate::{RewriteError, rewrite_yaml};
 
     #[test]
     fn quoted_keys_match_by_their_value() {

@@ -29,9 +29,6 @@ pub(super) struct Value {
     pub(super) props_end: usize,
     /// End of the last token of the node and all its children.
     pub(super) last_end: usize,
-    /// Whether the node ends with a keep-chomped (`|+`) block scalar: blank lines that come
-    /// to follow it become part of its value.
-    pub(super) keep_tail: bool,
     pub(super) state: State,
 }
 
@@ -68,7 +65,7 @@ pub(super) struct BlockMap {
     /// Column of the keys.
     pub(super) indent: usize,
     pub(super) entries: Vec<Entry>,
-    /// Live entries by key (removed ones are taken out).
+    /// Entries by key (the first one of a duplicated key).
     pub(super) index: HashMap<String, usize>,
     /// Keys written more than once.
     pub(super) dups: HashSet<String>,
@@ -78,24 +75,17 @@ pub(super) struct BlockMap {
 
 #[derive(Debug)]
 pub(super) struct Entry {
-    /// Start of the line holding the key.
-    pub(super) line_start: usize,
     /// Start of the key (or its tag or anchor).
     pub(super) key_start: usize,
-    /// Whether only blanks precede the key on its line (the entry owns its lines).
-    pub(super) own_line: bool,
     /// Whether `:` follows the key on its line (not an explicit `? key`).
     pub(super) simple: bool,
-    /// Whether the key or value defines an anchor (`&name`), which aliases elsewhere may use.
-    pub(super) anchored: bool,
     pub(super) value: Value,
-    pub(super) removed: bool,
 }
 
 /// Keys that do not exist in the text yet, in insertion order.
 #[derive(Debug, Default)]
 pub(super) struct NewMap {
-    pub(super) entries: Vec<(String, Option<NewValue>)>,
+    pub(super) entries: Vec<(String, NewValue)>,
     pub(super) index: HashMap<String, usize>,
 }
 
@@ -108,7 +98,7 @@ pub(super) enum NewValue {
 impl NewMap {
     pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut NewValue> {
         let i = *self.index.get(key)?;
-        self.entries.get_mut(i)?.1.as_mut()
+        Some(&mut self.entries.get_mut(i)?.1)
     }
 
     pub(super) fn set(&mut self, key: &str, value: NewValue) {
@@ -116,21 +106,15 @@ impl NewMap {
             *slot = value;
         } else {
             self.index.insert(key.to_owned(), self.entries.len());
-            self.entries.push((key.to_owned(), Some(value)));
-        }
-    }
-
-    pub(super) fn remove(&mut self, key: &str) {
-        if let Some(entry) = self.index.remove(key).and_then(|i| self.entries.get_mut(i)) {
-            entry.1 = None;
+            self.entries.push((key.to_owned(), value));
         }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.entries.is_empty()
     }
 
-    pub(super) fn live(&self) -> impl Iterator<Item = (&str, &NewValue)> {
-        self.entries.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_ref()?)))
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &NewValue)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 }
