@@ -95,6 +95,18 @@ fn the_page_seals_offline_after_load_and_no_request_carries_the_value() {
         std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/seal-page.png"), png).unwrap();
     }
     let log = b.network_log().unwrap();
+    // The page runs under its CSP without tripping it (no inline script or style, no other origin).
+    let console = b.console_log().unwrap();
+    assert!(!console.iter().any(|m| m.contains("Content Security Policy")), "{console:#?}");
+    // …and the CSP is really enforced: an injected inline script is refused, and that shows.
+    b.execute(
+        "const s = document.createElement('script'); s.textContent = 'window.x = 1'; document.body.append(s);",
+        json!([]),
+    )
+    .unwrap();
+    let refused = b.console_log().unwrap();
+    assert!(refused.iter().any(|m| m.contains("Content Security Policy")), "{refused:#?}");
+    assert_eq!(b.execute("return window.x === undefined;", json!([])).unwrap(), json!(true));
     drop(b);
     eprintln!("browser test took {:?}", started.elapsed());
 

@@ -174,6 +174,13 @@ impl Browser {
         Ok(entries.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).map(str::to_string).collect())
     }
 
+    /// The page's console messages since the last call (CSP violations show up here).
+    pub fn console_log(&self) -> Result<Vec<String>> {
+        let v = self.send("POST", "/se/log", Some(json!({"type": "browser"})))?;
+        let entries = v.as_array().ok_or_else(|| anyhow!("browser log is not a list"))?;
+        Ok(entries.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).map(str::to_string).collect())
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Result<Vec<u8>> {
         let v = self.send("GET", "/screenshot", None)?;
