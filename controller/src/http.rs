@@ -76,10 +76,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/cert.pem", get(cert))
         .route("/v1/recipients", get(recipients))
-        .route("/v1/audit-key", get(crate::audit::cluster::public_key_handler))
-        .route("/seal", get(crate::seal_page::redirect))
-        .route("/seal/", get(crate::seal_page::asset))
-        .route("/seal/{file}", get(crate::seal_page::asset));
+        .route("/v1/audit-key", get(crate::audit::cluster::public_key_handler));
+    if !shared.config.disable_seal_page {
+        app = app
+            .route("/seal", get(crate::seal_page::redirect))
+            .route("/seal/", get(crate::seal_page::asset))
+            .route("/seal/{file}", get(crate::seal_page::asset));
+    }
     if !shared.config.disable_legacy_endpoints {
         app = app.route("/v1/verify", post(verify_handler)).route("/v1/rotate", post(rotate_handler));
     }

@@ -46,4 +46,19 @@ mod tests {
         assert!(missing.headers().contains_key("content-security-policy"));
         assert_eq!(redirect().await.headers()[header::LOCATION], "seal/");
     }
+
+    async fn status_of(flags: &[&str], path: &str) -> StatusCode {
+        use tower::ServiceExt as _;
+        let shared = crate::testing::shared_with(flags, Box::new(std::io::sink()));
+        let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        crate::http::router(shared).oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_router_serves_the_page_unless_disable_seal_page_is_set() {
+        assert_eq!(status_of(&[], "/seal/app.js").await, StatusCode::OK);
+        assert_eq!(status_of(&[], "/seal").await, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(status_of(&["--disable-seal-page"], "/seal/").await, StatusCode::NOT_FOUND);
+        assert_eq!(status_of(&["--disable-seal-page"], "/v1/cert.pem").await, StatusCode::OK);
+    }
 }
