@@ -116,7 +116,12 @@ function sealForm(event) {
     type: $("type").value.trim(),
     data,
   }));
-  const reply = call("seal", request, randomBytes(data.length * RANDOM_BYTES_PER_VALUE));
+  let reply;
+  try {
+    reply = call("seal", request, randomBytes(data.length * RANDOM_BYTES_PER_VALUE));
+  } catch (e) {
+    reply = { ok: false, error: e.message };
+  }
   if (!reply.ok) {
     setStatus(`Not sealed: ${reply.error}`, true);
     return;
