@@ -17,12 +17,15 @@ if [[ ${1:-} != --quick ]]; then
   cargo fmt --all -- --check
   step "cargo clippy -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  cargo clippy -p gitseal-web --lib --target wasm32-unknown-unknown --locked -- -D warnings
   step "generated CRDs are current"
   cargo build --locked -q -p gitseal-controller
   for g in gitseal:gitseal.dev bitnami:bitnami.com; do
     "${CARGO_TARGET_DIR:-target}/debug/gitseal-controller" crd "${g%%:*}" | diff -u "deploy/crds/${g#*:}_sealedsecrets.yaml" - ||
       { echo "deploy/crds is stale: run 'gitseal-controller crd ${g%%:*}' and commit the result" >&2; exit 1; }
   done
+  step "web/page/seal.wasm is current (rebuilt reproducibly, compared byte for byte)"
+  bash web/build.sh --check
   step "deploy/ is current (chart copies of CRDs and dashboard, deploy/manifests, argocd-cm)"
   bash deploy/generate.sh --check
 fi

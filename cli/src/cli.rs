@@ -12,10 +12,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod audit;
 mod keys;
 mod online;
+mod web;
 
 pub use audit::{AuditAccessArgs, AuditArgs, AuditCommand, AuditFilterArgs, AuditReadsArgs, OutcomeArg};
 pub use keys::KeysCommand;
 pub use online::{CertArgs, ClusterArgs, NamespaceArg, OutputArg, ScanArgs};
+pub use web::WebArgs;
 
 const ABOUT: &str = "Seal Kubernetes Secrets so they can live in Git, and manage their keys and audit trail";
 
@@ -74,6 +76,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
+    /// Serve the sealing page locally: seal in the browser, nothing typed leaves it
+    Web(WebArgs),
 }
 
 /// Where new values are sealed for: certificates and age recipients.

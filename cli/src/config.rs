@@ -39,6 +39,15 @@ pub enum Config {
     Scan(ScanConfig),
     Keygen(KeygenConfig),
     Completions(clap_complete::Shell),
+    Web(WebConfig),
+}
+
+/// `gitseal web`: the certificate (given, or the controller's) and where to serve the page.
+#[derive(Debug)]
+pub struct WebConfig {
+    pub cert: Option<String>,
+    pub listen: std::net::SocketAddr,
+    pub cluster: ClusterConfig,
 }
 
 /// Where a command reads its manifests.
@@ -195,6 +204,11 @@ impl Config {
             Command::Scan(a) => Config::Scan(online::scan(a)?),
             Command::Keygen(a) => Config::Keygen(keygen(a)?),
             Command::Completions(a) => Config::Completions(a.shell),
+            Command::Web(a) => Config::Web(WebConfig {
+                cert: a.cert.filter(|c| !c.is_empty()),
+                listen: a.listen,
+                cluster: ClusterConfig::from_args(a.cluster, None),
+            }),
         })
     }
 }

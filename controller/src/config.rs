@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// Turn off the unauthenticated /v1/verify and /v1/rotate (keep only cert, recipients, probes).
     #[arg(long, env = "GITSEAL_DISABLE_LEGACY_ENDPOINTS")]
     pub disable_legacy_endpoints: bool,
+    /// Do not serve the sealing page under /seal/ (whoever serves the page serves the code that
+    /// sees the values typed into it; users can run `gitseal web` locally instead).
+    #[arg(long, env = "GITSEAL_DISABLE_SEAL_PAGE")]
+    pub disable_seal_page: bool,
     /// Where audit records go: '-' for stdout, or a file (appended, chain resumed).
     #[arg(long, env = "GITSEAL_AUDIT_LOG", default_value = "-")]
     pub audit_log: String,
@@ -301,6 +305,7 @@ pub struct Config {
     pub rate_limit_burst: u32,
     pub max_body_bytes: usize,
     pub disable_legacy_endpoints: bool,
+    pub disable_seal_page: bool,
     pub audit_log: Option<PathBuf>,
     pub audit_required: bool,
     pub audit_checkpoint_records: u64,
@@ -394,6 +399,7 @@ impl RunArgs {
             rate_limit_burst: self.rate_limit_burst.max(1),
             max_body_bytes: self.max_body_bytes,
             disable_legacy_endpoints: self.disable_legacy_endpoints,
+            disable_seal_page: self.disable_seal_page,
             audit_log: (self.audit_log != "-").then(|| PathBuf::from(self.audit_log)),
             audit_required: self.audit_required,
             audit_checkpoint_records: self.audit_checkpoint_records,

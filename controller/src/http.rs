@@ -1,6 +1,7 @@
 //! The HTTP API, Bitnami-compatible so the real `kubeseal` works unchanged:
 //! `GET /v1/cert.pem`, `POST /v1/verify` (200 / 409), `POST /v1/rotate`, plus
-//! `GET /v1/recipients`, `/healthz`, `/readyz`; `/metrics` on its own listener.
+//! `GET /v1/recipients`, `/healthz`, `/readyz`, the sealing page under `/seal/`
+//! ([`crate::seal_page`]); `/metrics` on its own listener.
 //!
 //! verify and rotate take the one audited path of [`service::call`]: limited per client in
 //! requests and in private-key operations (the client is the peer address unless the peer is a
@@ -76,6 +77,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/cert.pem", get(cert))
         .route("/v1/recipients", get(recipients))
         .route("/v1/audit-key", get(crate::audit::cluster::public_key_handler));
+    if !shared.config.disable_seal_page {
+        app = app
+            .route("/seal", get(crate::seal_page::redirect))
+            .route("/seal/", get(crate::seal_page::asset))
+            .route("/seal/{file}", get(crate::seal_page::asset));
+    }
     if !shared.config.disable_legacy_endpoints {
         app = app.route("/v1/verify", post(verify_handler)).route("/v1/rotate", post(rotate_handler));
     }

@@ -28,6 +28,7 @@
 //! by `tests/peers/install.sh`; each can be overridden by its environment variable (see [`Peer`]).
 
 pub mod bitnami;
+pub mod browser;
 mod certs;
 mod cluster;
 mod control_plane;

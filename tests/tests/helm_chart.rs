@@ -52,6 +52,7 @@ fn aggregated_compat_values(ca_bundle: &str) -> Vec<String> {
         "aggregatedApi.enabled=true",
         "aggregatedApi.tlsSecretName=gitseal-api-tls",
         "controller.disableLegacyEndpoints=true",
+        "controller.disableSealPage=true",
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
         "metrics.grafanaDashboard.enabled=true",
@@ -235,7 +236,9 @@ async fn helm_lint_and_template_pass_for_default_namespaced_and_aggregated_compa
     let crds: Vec<&str> = find(&objects, "CustomResourceDefinition").into_iter().map(name).collect();
     assert_eq!(crds, ["sealedsecrets.gitseal.dev", "sealedsecrets.bitnami.com"]);
     let args = container(&objects)["args"].clone();
-    for flag in ["--bitnami-compat", "--disable-legacy-endpoints", "--aggregated-addr=0.0.0.0:8443"] {
+    for flag in
+        ["--bitnami-compat", "--disable-legacy-endpoints", "--disable-seal-page", "--aggregated-addr=0.0.0.0:8443"]
+    {
         assert!(args.as_array().unwrap().iter().any(|a| a == flag), "{flag} missing from {args}");
     }
     // Misconfigurations fail the render with a message, not a broken install.

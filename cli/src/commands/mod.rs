@@ -11,6 +11,7 @@ pub mod scan;
 pub mod seal;
 pub mod unseal;
 pub mod validate;
+pub mod web;
 
 use anyhow::Result;
 use gitseal_shared::value::{self, DecryptionKey, Opened, decode_base64};
@@ -30,6 +31,7 @@ pub fn run(config: Config) -> Result<()> {
         Config::Scan(c) => scan::run(&c),
         Config::Keygen(c) => keygen::run(&c),
         Config::Completions(shell) => completions::run(shell),
+        Config::Web(c) => web::run(&c),
     }
 }
 
