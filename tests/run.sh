@@ -29,3 +29,6 @@ fi
 
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+step "README quick start, run as written (playground and kubectl included)"
+bash tests/quickstart.sh
