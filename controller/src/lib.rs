@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod registry;
+pub mod rollout;
 pub mod serve;
 pub mod service;
 pub mod telemetry;
