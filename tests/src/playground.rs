@@ -120,7 +120,7 @@ impl Playground {
                 "# gitseal-controller in gitseal-system (log {}, audit {}):\n\
                  export GITSEAL_CERT={}/v1/cert.pem\n\
                  #   gitseal seal < secret.yaml | kubectl apply -f -     # seals for $GITSEAL_CERT\n\
-                 #   kubectl get {},secrets -A                             # or: kubectl get gitseal -A\n",
+                 #   kubectl get {},secrets -A     # or: kubectl get gitseal -A\n",
                 g.process.log_path().display(),
                 g.audit_log.display(),
                 g.api,
