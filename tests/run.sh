@@ -34,3 +34,6 @@ fi
 # SIGKILLed mid-write, connections cut, key Secrets deleted (500 SealedSecrets each, ~3 min).
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+step "README quick start, run as written (playground and kubectl included)"
+bash tests/quickstart.sh

@@ -114,8 +114,34 @@ Examples:
   # No --cert and no --recipient: fetch the certificate from the controller, as kubeseal does:
   gitseal seal --context prod -f secret.yaml -o secret.sealed.yaml
 
+  # A Secret nobody ever sees: generated values, files and env files, as kubectl create secret:
+  gitseal seal --cert cluster.pem -n app --name db --generate password=password:32 \\
+    --from-file ca.crt=./ca.pem --from-env-file app.env -o db.sealed.yaml
+
+  # Rotate one value of an existing SealedSecret in place:
+  gitseal seal --cert cluster.pem --merge-into db.sealed.yaml --generate password=password:32
+
 One RSA certificate gives kubeseal's exact value format; several recipients, or any age
-recipient, give gitseal's age format (which Bitnami's controller cannot open).";
+recipient, give gitseal's age format (which Bitnami's controller cannot open).
+
+--generate NAME=SPEC seals a fresh random value under data key NAME; nobody ever sees it.
+SPEC is one of:
+  password[:LEN[:ALPHABET]]  LEN characters (default 32, at most 4096) from ALPHABET (default
+                             symbols), at least one of each of its classes when LEN allows
+  bytes[:LEN[:raw|base64]]   LEN random bytes (default 32, at most 65536), as they are (raw, the
+                             default) or as base64 text
+  hex[:LEN]                  LEN random bytes (default 16) as 2×LEN lowercase hex digits
+  uuid                       a random UUID (version 4), lowercase
+ALPHABET is alnum (A-Z a-z 0-9), alpha, lower, upper, digits, symbols (alnum and -_.~!@#%^*+=),
+or set=CHARS for exactly the printable ASCII characters CHARS.
+Examples:
+  --generate password=password            32 characters, letters, digits and symbols
+  --generate pin=password:6:digits        six digits
+  --generate token=password:24:alnum      24 letters and digits
+  --generate key=bytes:32                 32 raw bytes (e.g. an AES-256 key)
+  --generate cookie-secret=bytes:32:base64
+  --generate api-key=hex:16               32 hex digits
+  --generate id=uuid";
 
 #[derive(Debug, Args)]
 #[command(after_help = SEAL_HELP)]
@@ -170,9 +196,22 @@ pub struct SealArgs {
     #[arg(long, env = "GITSEAL_RAW", value_parser = FalseyValueParser::new())]
     pub raw: bool,
 
-    /// With --raw: read the value from this file ([key=]path, as kubectl; the key is ignored)
-    #[arg(long, value_name = "[KEY=]PATH", requires = "raw", env = "GITSEAL_FROM_FILE")]
-    pub from_file: Option<String>,
+    /// Add data key KEY (default: the file's name) with the content of PATH, as `kubectl create
+    /// secret generic --from-file`; a directory adds each regular file in it. Repeatable. With
+    /// --raw: the one value to seal (the key is ignored)
+    #[arg(long, value_name = "[KEY=]PATH", env = "GITSEAL_FROM_FILE", value_delimiter = None)]
+    pub from_file: Vec<String>,
+
+    /// Add the KEY=VALUE lines of PATH as data, as `kubectl create secret generic
+    /// --from-env-file` reads them (`#` comments, no quoting; a line with no `=` takes the
+    /// value of that environment variable). Repeatable
+    #[arg(long, value_name = "PATH")]
+    pub from_env_file: Vec<PathBuf>,
+
+    /// Add data key NAME with a fresh random value of SPEC that nobody sees (see below).
+    /// Repeatable
+    #[arg(long, value_name = "NAME=SPEC")]
+    pub generate: Vec<String>,
 
     /// Seal the input Secret for the name, namespace and scope of this SealedSecret file and
     /// add or replace its encryptedData in place (comments and order kept)

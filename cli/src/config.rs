@@ -121,6 +121,8 @@ pub enum SealMode {
 pub struct SealConfig {
     pub mode: SealMode,
     pub input: Input,
+    /// Data added by `--from-file`, `--from-env-file` and `--generate`.
+    pub data: crate::data_sources::DataSources,
     pub output: Option<PathBuf>,
     /// Replace an existing output file (`--force`, or kubeseal's `-w`).
     pub force: bool,
@@ -280,9 +282,22 @@ fn seal(mut a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
     if force && a.output.is_none() {
         return Err(usage("seal", ErrorKind::MissingRequiredArgument, "--force replaces the -o file; add -o FILE"));
     }
+    if a.raw && (!a.generate.is_empty() || !a.from_env_file.is_empty() || a.from_file.len() > 1) {
+        return Err(usage(
+            "seal",
+            ErrorKind::ArgumentConflict,
+            "--raw seals one value from stdin or one --from-file; --generate and --from-env-file make a Secret, drop --raw",
+        ));
+    }
+    let data = if a.raw {
+        crate::data_sources::DataSources::default()
+    } else {
+        crate::data_sources::DataSources::from_args(&a.from_file, &a.from_env_file, &a.generate, a.file.is_some())
+            .map_err(|e| usage("seal", ErrorKind::InvalidValue, &format!("{e:#}")))?
+    };
     let mode = if a.raw {
-        let from_file = match a.from_file {
-            Some(spec) => Some(from_file_path(&spec)?),
+        let from_file = match a.from_file.first() {
+            Some(spec) => Some(from_file_path(spec)?),
             None => None,
         };
         SealMode::Raw { from_file }
@@ -298,6 +313,7 @@ fn seal(mut a: cli::SealArgs) -> Result<SealConfig, clap::Error> {
     Ok(SealConfig {
         mode,
         input: Input::from(a.file),
+        data,
         output: a.output,
         force,
         format,

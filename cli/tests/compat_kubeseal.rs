@@ -314,6 +314,41 @@ fn ten_everyday_kubeseal_invocations_give_the_same_secrets_through_gitseal() {
     }
 }
 
+/// Issue 12: `--merge-into` sets the input Secret's labels and annotations on the file's
+/// template (the input wins on a clash, the file's others stay) and keeps the file's type, as
+/// kubeseal v0.36.6 does. (kubeseal panics, "assignment to entry in nil map", when the file's
+/// template has no labels or annotations yet; gitseal adds them.)
+#[test]
+fn merge_into_carries_labels_and_annotations_over_as_kubeseal_does() {
+    let keys = keys();
+    let (cert, key) = (keys.cert().to_string(), keys.key().to_string());
+    let existing = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "db", "namespace": "prod", "labels": {"team": "old", "keep": "k"},
+            "annotations": {"note": "old", "keep": "k"}},
+        "stringData": {"password": "s3cr3t"}});
+    let existing = kubeseal(&["--cert", &cert], &existing.to_string());
+    let addition = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "db", "namespace": "prod", "labels": {"team": "new"}, "annotations": {"note": "new"}},
+        "stringData": {"username": "admin"}});
+    let mut secrets = Vec::new();
+    for (tool, bin) in [("kubeseal", kubeseal_bin()), ("gitseal", gitseal_bin())] {
+        let dir = keys.dir.join(format!("merge-metadata-{tool}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("existing.json"), &existing).unwrap();
+        let out = run(
+            Command::new(&bin).current_dir(&dir).args(["--cert", &cert, "--merge-into", "existing.json"]),
+            &addition.to_string(),
+        );
+        assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+        secrets.push(comparable(&kubeseal_unseal(&key, &std::fs::read_to_string(dir.join("existing.json")).unwrap())));
+    }
+    assert_eq!(secrets[0], secrets[1], "kubeseal (left) and gitseal (right) differ");
+    assert_eq!(secrets[1]["labels"], json!({"keep": "k", "team": "new"}));
+    assert_eq!(secrets[1]["annotations"], json!({"keep": "k", "note": "new"}));
+    assert_eq!(secrets[1]["type"], "Opaque");
+}
+
 /// What two tools must agree on in a Secret; kubeseal's owner reference and null fields aside.
 fn comparable(secret: &Value) -> Value {
     let meta = &secret["metadata"];

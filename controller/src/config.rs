@@ -59,6 +59,12 @@ pub struct RunArgs {
     /// switches from Bitnami's controller with nothing re-sealed.
     #[arg(long, env = "GITSEAL_BITNAMI_COMPAT")]
     pub bitnami_compat: bool,
+    /// Honour `gitseal.dev/restart-on-change: deployment/api, statefulset/db` on SealedSecrets:
+    /// when their unsealed data changes, restart those workloads (same namespace, at most 8) as
+    /// `kubectl rollout restart` does. Needs patch on deployments, statefulsets and daemonsets
+    /// (the chart's rolloutRestart.enabled)
+    #[arg(long, env = "GITSEAL_ROLLOUT_RESTART")]
+    pub rollout_restart: bool,
     /// generateName prefix of new key Secrets.
     #[arg(long, env = "GITSEAL_KEY_PREFIX", default_value = "gitseal-key-")]
     pub key_prefix: String,
@@ -289,6 +295,8 @@ pub struct Config {
     pub namespace: String,
     pub namespaces: Vec<String>,
     pub bitnami_compat: bool,
+    /// `--rollout-restart`: act on `gitseal.dev/restart-on-change` ([`crate::rollout`]).
+    pub rollout_restart: bool,
     pub key_prefix: String,
     pub key_size: gitseal_keys::RsaBits,
     pub key_ttl: time::Duration,
@@ -383,6 +391,7 @@ impl RunArgs {
             namespace,
             namespaces: self.namespaces.into_iter().filter(|s| !s.is_empty()).collect(),
             bitnami_compat: self.bitnami_compat,
+            rollout_restart: self.rollout_restart,
             key_prefix: self.key_prefix,
             key_size: self.key_size,
             key_ttl: time::Duration::try_from(self.key_ttl).context("--key-ttl is too large")?,

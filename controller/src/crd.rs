@@ -33,6 +33,8 @@ pub fn bitnami() -> CustomResourceDefinition {
     crd.metadata.name = Some(format!("sealedsecrets.{BITNAMI_GROUP}"));
     crd.spec.group = BITNAMI_GROUP.into();
     crd.spec.names.short_names = None;
+    // `kubectl get gitseal` lists gitseal.dev objects only, as Bitnami's own CRD has no category.
+    crd.spec.names.categories = None;
     for v in &mut crd.spec.versions {
         v.name = BITNAMI_VERSION.into();
         let col = |name: &str, type_: &str, path: &str| CustomResourceColumnDefinition {
@@ -72,5 +74,34 @@ mod tests {
         assert_eq!(b.spec.versions[0].name, "v1alpha1");
         assert_eq!(g.spec.versions[0].schema, b.spec.versions[0].schema);
         assert!(b.spec.versions[0].subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    }
+
+    /// Issue 12: where both CRDs exist `sealedsecrets` means bitnami.com to kubectl, so gitseal's
+    /// objects need names of their own, a category, and default columns that say how they are.
+    #[test]
+    fn gitseal_crd_has_short_names_a_category_and_status_columns_bitnami_has_neither() {
+        let (g, b) = (gitseal(), bitnami());
+        let short = g.spec.names.short_names.clone().unwrap_or_default();
+        for name in ["gss", "gsealedsecret", "sealed"] {
+            assert!(short.iter().any(|s| s == name), "short name {name} missing: {short:?}");
+        }
+        assert_eq!(g.spec.names.categories, Some(vec!["gitseal".to_string()]));
+        assert_eq!(b.spec.names.short_names, None);
+        assert_eq!(b.spec.names.categories, None);
+        let cols = g.spec.versions[0].additional_printer_columns.clone().unwrap_or_default();
+        let shown: Vec<(&str, &str)> = cols
+            .iter()
+            .filter(|c| c.priority.unwrap_or(0) == 0)
+            .map(|c| (c.name.as_str(), c.json_path.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("Synced", r#".status.conditions[?(@.type=="Synced")].status"#),
+                ("Reason", r#".status.conditions[?(@.type=="Synced")].reason"#),
+                ("Key", ".status.keyId"),
+                ("Age", ".metadata.creationTimestamp"),
+            ]
+        );
     }
 }

@@ -121,8 +121,7 @@ async fn cert(State(s): State<Arc<Shared>>) -> Response {
         }
         None => {
             s.metrics.api(Endpoint::Cert, "no_keys");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot get certificate: no sealing key is loaded yet\n")
-                .into_response()
+            no_key_yet("cannot get certificate: no sealing key is loaded yet\n")
         }
     }
 }
@@ -130,7 +129,7 @@ async fn cert(State(s): State<Arc<Shared>>) -> Response {
 async fn recipients(State(s): State<Arc<Shared>>) -> Response {
     let Some(k) = s.registry.sealing() else {
         s.metrics.api(Endpoint::Recipients, "no_keys");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no sealing key is loaded yet\n").into_response();
+        return no_key_yet("no sealing key is loaded yet\n");
     };
     let Some(r) = k.decryption.age_recipient() else {
         s.metrics.api(Endpoint::Recipients, "no_age_key");
@@ -141,6 +140,18 @@ async fn recipients(State(s): State<Arc<Shared>>) -> Response {
     let created = k.not_before().map(gitseal_keys::cert::fmt_time).unwrap_or_default();
     let body = format!("# gitseal sealing key {} (created {created})\n{r}\n", k.id());
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// Seconds a client is asked to wait while the controller has no sealing key yet (first start:
+/// the key is made or loaded within seconds of the HTTP listener coming up).
+pub const NO_KEY_RETRY_AFTER_SECS: u32 = 2;
+
+/// The answer while no sealing key is loaded: a temporary condition (503 + `Retry-After`), not a
+/// server fault, so clients such as `gitseal seal --cert URL` know to wait (issue 12).
+fn no_key_yet(message: &'static str) -> Response {
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(NO_KEY_RETRY_AFTER_SECS));
+    resp
 }
 
 /// The legacy endpoints' caller: unauthenticated, known only by address.
@@ -323,6 +334,23 @@ pub(crate) mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// Issue 12: right after start the key may not be loaded yet; that is "try again shortly".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn certificate_and_recipients_answer_503_with_retry_after_until_a_key_is_loaded() {
+        use tower::ServiceExt as _;
+        let shared = crate::testing::shared_without_keys(&[], Box::new(std::io::sink()));
+        let app = router(shared);
+        for path in ["/v1/cert.pem", "/v1/recipients"] {
+            let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(resp.headers()[header::RETRY_AFTER], NO_KEY_RETRY_AFTER_SECS.to_string().as_str(), "{path}");
+        }
+        let app = router(crate::testing::shared_with(&[], Box::new(std::io::sink())));
+        let req = axum::http::Request::get("/v1/cert.pem").body(Body::empty()).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@ pub mod metrics;
 mod mock_api;
 pub mod reconcile;
 pub mod registry;
+pub mod rollout;
 pub mod seal_page;
 pub mod serve;
 pub mod service;

@@ -126,6 +126,9 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
             shared.metrics.record(decision.outcome);
             audit(&shared, &ss, &decision);
             publish(&shared, &ss, group, &decision).await;
+            if decision.data_changed && shared.config.rollout_restart {
+                crate::rollout::restart_all(&shared, &ss, group).await;
+            }
             write_status(&shared, &ss, group, &decision).await?;
         }
         Some(e) => {

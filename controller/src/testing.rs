@@ -49,6 +49,14 @@ pub fn shared_on(client: kube::Client, extra: &[&str], audit: Box<dyn std::io::W
     Arc::new(shared)
 }
 
+/// Shared state with no key loaded (a controller right after start), `extra` flags, auditing to `audit`.
+pub fn shared_without_keys(extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc<Shared> {
+    let mut args = vec!["gitseal-controller", "--namespace", "gitseal-system"];
+    args.extend_from_slice(extra);
+    let config = Cli::try_parse_from(args).expect("test flags parse").run.resolve().expect("test config resolves");
+    Arc::new(Shared::new(offline_client(), config, AuditLog::to_writer(audit, "test").expect("in-memory audit log")))
+}
+
 /// Audit lines written to memory, readable while the sink is in use.
 #[derive(Clone, Default)]
 pub struct Lines(pub Arc<std::sync::Mutex<Vec<u8>>>);

@@ -32,12 +32,18 @@ pub const KIND: &str = "SealedSecret";
     version = "v1",
     kind = "SealedSecret",
     plural = "sealedsecrets",
+    // `kubectl get gss` / `kubectl get gitseal`: where Bitnami's CRD is installed too, the plain
+    // plural `sealedsecrets` resolves to bitnami.com, so these are how to reach gitseal's objects.
+    // Not in category `all`: `kubectl get all` stays what it is.
     shortname = "sealed",
+    shortname = "gss",
+    shortname = "gsealedsecret",
+    category = "gitseal",
     namespaced,
     status = "SealedSecretStatus",
     printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].reason"}"#,
-    printcolumn = r#"{"name":"Key","type":"string","priority":1,"jsonPath":".status.keyId"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.keyId"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

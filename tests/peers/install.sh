@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go test peers gitseal is tested against and caches them by version:
 #   kube-apiserver + kube-controller-manager + etcd (the real control plane of the test harness),
+#   kubectl (same k8s.io/kubernetes module and version, so the README quick start runs as written),
 #   kubeseal + the Bitnami controller (compatibility), age (multi-recipient format), helm (chart checks).
 #
 # Usage: tests/peers/install.sh [--print-dir]
@@ -69,6 +70,14 @@ build_kube_apiserver() {
     go build -ldflags "$ldflags" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver &&
     go build -ldflags "$ldflags" -o "$out/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager)
 }
+# kubectl from the same wrapper module and version as kube-apiserver (k8s.io/kubernetes cmd/kubectl,
+# staging k8s.io/kubectl pinned in kube-apiserver/go.mod), cached in its own directory so adding it
+# does not rebuild the control plane.
+build_kubectl() {
+  local ldflags
+  ldflags=$(k8s_ldflags)
+  (cd "$here/kube-apiserver" && go build -ldflags "$ldflags" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl)
+}
 build_etcd() {
   (cd "$here/etcd" && go build -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
 }
@@ -87,15 +96,16 @@ install_helm() {
   GOBIN=$out go install -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-want=${GITSEAL_PEERS:-etcd kube-apiserver sealed-secrets age helm}
+want=${GITSEAL_PEERS:-etcd kube-apiserver kubectl sealed-secrets age helm}
 for peer in $want; do
   case $peer in
     etcd) have "$cache/etcd-$ETCD_VERSION" etcd || build_into "$cache/etcd-$ETCD_VERSION" build_etcd ;;
     kube-apiserver) have "$cache/kube-apiserver-$K8S_VERSION" kube-apiserver kube-controller-manager || build_into "$cache/kube-apiserver-$K8S_VERSION" build_kube_apiserver ;;
+    kubectl) have "$cache/kubectl-$K8S_VERSION" kubectl || build_into "$cache/kubectl-$K8S_VERSION" build_kubectl ;;
     sealed-secrets) have "$cache/sealed-secrets-$SEALED_SECRETS_VERSION" kubeseal controller || build_into "$cache/sealed-secrets-$SEALED_SECRETS_VERSION" install_sealed_secrets ;;
     age) have "$cache/age-$AGE_VERSION" age age-keygen || build_into "$cache/age-$AGE_VERSION" install_age ;;
     helm) have "$cache/helm-$HELM_VERSION" helm || build_into "$cache/helm-$HELM_VERSION" install_helm ;;
-    *) log "unknown peer '$peer' (known: etcd kube-apiserver sealed-secrets age helm)"; exit 2 ;;
+    *) log "unknown peer '$peer' (known: etcd kube-apiserver kubectl sealed-secrets age helm)"; exit 2 ;;
   esac
 done
 
@@ -104,6 +114,7 @@ cat > "$cache/peers.env" <<ENV
 GITSEAL_ETCD=$cache/etcd-$ETCD_VERSION/etcd
 GITSEAL_KUBE_APISERVER=$cache/kube-apiserver-$K8S_VERSION/kube-apiserver
 GITSEAL_KUBE_CONTROLLER_MANAGER=$cache/kube-apiserver-$K8S_VERSION/kube-controller-manager
+GITSEAL_KUBECTL=$cache/kubectl-$K8S_VERSION/kubectl
 GITSEAL_KUBESEAL=$cache/sealed-secrets-$SEALED_SECRETS_VERSION/kubeseal
 GITSEAL_BITNAMI_CONTROLLER=$cache/sealed-secrets-$SEALED_SECRETS_VERSION/controller
 GITSEAL_BITNAMI_CRD=$cache/sealed-secrets-$SEALED_SECRETS_VERSION/bitnami.com_sealedsecrets.yaml
@@ -111,4 +122,9 @@ GITSEAL_AGE=$cache/age-$AGE_VERSION/age
 GITSEAL_AGE_KEYGEN=$cache/age-$AGE_VERSION/age-keygen
 GITSEAL_HELM=$cache/helm-$HELM_VERSION/helm
 ENV
-log "peers ready in $cache (see $cache/peers.env)"
+# kubectl on PATH for the README's commands: export PATH="$HOME/.cache/gitseal-test/bin:$PATH".
+mkdir -p "$cache/bin"
+if [[ -x $cache/kubectl-$K8S_VERSION/kubectl ]]; then
+  ln -sfn "../kubectl-$K8S_VERSION/kubectl" "$cache/bin/kubectl"
+fi
+log "peers ready in $cache (see $cache/peers.env; kubectl in $cache/bin)"

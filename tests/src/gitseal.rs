@@ -32,10 +32,17 @@ pub fn controller_binary() -> Result<PathBuf> {
 /// Install gitseal's CRDs for both groups and wait until they are established.
 pub async fn install_crds(client: &kube::Client) -> Result<()> {
     for f in ["gitseal.dev_sealedsecrets.yaml", "bitnami.com_sealedsecrets.yaml"] {
-        let path = repo_root().join("deploy/crds").join(f);
-        let yaml = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        install_crds_yaml(client, &yaml).await?;
+        install_crd_file(client, f).await?;
     }
+    Ok(())
+}
+
+/// Install one CRD file of `deploy/crds` (e.g. `gitseal.dev_sealedsecrets.yaml`) and wait until
+/// it is established.
+pub async fn install_crd_file(client: &kube::Client, file: &str) -> Result<()> {
+    let path = repo_root().join("deploy/crds").join(file);
+    let yaml = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    install_crds_yaml(client, &yaml).await?;
     Ok(())
 }
 
@@ -106,7 +113,8 @@ impl GitsealController {
         host: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        Self::start_via(plane, binary, ns, watch, name, host, plane.server_url(), extra).await
+        install_crds(&plane.client()?).await?;
+        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra).await
     }
 
     /// [`Self::start_on`] with the controller's kubeconfig pointing at `server` instead of the
@@ -122,8 +130,37 @@ impl GitsealController {
         server: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        install_crds(&plane.client()?).await?;
+        Self::launch_via(plane, binary, ns, watch, name, host, server, extra).await
+    }
+
+    /// [`Self::start_on`] without installing CRDs: the caller installs the ones it wants (the
+    /// playground installs only those of the mode it runs).
+    pub async fn launch(
+        plane: &ControlPlane,
+        binary: &Path,
+        ns: &str,
+        watch: Option<&str>,
+        name: &str,
+        host: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra).await
+    }
+
+    /// [`Self::launch`] with the controller's kubeconfig pointing at `server`.
+    #[allow(clippy::too_many_arguments)]
+    async fn launch_via(
+        plane: &ControlPlane,
+        binary: &Path,
+        ns: &str,
+        watch: Option<&str>,
+        name: &str,
+        host: &str,
+        server: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let client = plane.client()?;
-        install_crds(&client).await?;
         apply_rbac(&client, ns).await?;
         let sa = plane.service_account_token_via(ns, "gitseal-controller", &[], server).await?;
         let (api_port, metrics_port) = (free_port()?, free_port()?);

@@ -22,6 +22,8 @@ pub enum Peer {
     KubeApiserver,
     /// kube-controller-manager v1.36 (garbage collection, namespaces, ServiceAccounts).
     KubeControllerManager,
+    /// kubectl v1.36, from the same k8s.io/kubernetes module as kube-apiserver.
+    Kubectl,
     /// Bitnami's `kubeseal` CLI.
     Kubeseal,
     /// Bitnami's sealed-secrets controller (`cmd/controller`).
@@ -38,10 +40,11 @@ pub enum Peer {
 
 impl Peer {
     /// Every peer, in the order install.sh lists them.
-    pub const ALL: [Peer; 9] = [
+    pub const ALL: [Peer; 10] = [
         Peer::Etcd,
         Peer::KubeApiserver,
         Peer::KubeControllerManager,
+        Peer::Kubectl,
         Peer::Kubeseal,
         Peer::BitnamiController,
         Peer::BitnamiCrd,
@@ -56,6 +59,7 @@ impl Peer {
             Peer::Etcd => "GITSEAL_ETCD",
             Peer::KubeApiserver => "GITSEAL_KUBE_APISERVER",
             Peer::KubeControllerManager => "GITSEAL_KUBE_CONTROLLER_MANAGER",
+            Peer::Kubectl => "GITSEAL_KUBECTL",
             Peer::Kubeseal => "GITSEAL_KUBESEAL",
             Peer::BitnamiController => "GITSEAL_BITNAMI_CONTROLLER",
             Peer::BitnamiCrd => "GITSEAL_BITNAMI_CRD",
@@ -71,6 +75,7 @@ impl Peer {
             Peer::Etcd => "etcd",
             Peer::KubeApiserver => "kube-apiserver",
             Peer::KubeControllerManager => "kube-controller-manager",
+            Peer::Kubectl => "kubectl",
             Peer::Kubeseal => "kubeseal",
             Peer::BitnamiController => "the Bitnami sealed-secrets controller",
             Peer::BitnamiCrd => "the Bitnami SealedSecret CRD",

@@ -28,6 +28,9 @@ pub enum Addon {
     Gitseal,
     /// Bitnami's CRD and controller (namespace `kube-system`, all namespaces, as its chart does).
     Bitnami,
+    /// gitseal's controller with `--bitnami-compat`: it also serves `bitnami.com` SealedSecrets,
+    /// so Bitnami's CRD is installed beside gitseal's.
+    GitsealCompat,
 }
 
 /// A running control plane with its addons.
@@ -36,6 +39,8 @@ pub struct Playground {
     // Declared first so they stop before the control plane.
     gitseal: Option<crate::gitseal::GitsealController>,
     bitnami: Option<BitnamiController>,
+    /// Both `sealedsecrets.gitseal.dev` and `sealedsecrets.bitnami.com` exist.
+    both_groups: bool,
     plane: ControlPlane,
 }
 
@@ -47,19 +52,28 @@ impl Playground {
         let mut gitseal = None;
         for addon in addons {
             match addon {
-                Addon::Gitseal => {
+                Addon::Gitseal | Addon::GitsealCompat => {
                     let client = plane.client()?;
                     let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gitseal-system"}});
                     crate::apply_json(&client, ns).await?;
+                    // Only the CRDs of the mode: with Bitnami's CRD installed, kubectl resolves
+                    // the plural `sealedsecrets` to bitnami.com (issue 12).
+                    crate::gitseal::install_crd_file(&client, "gitseal.dev_sealedsecrets.yaml").await?;
+                    let mut flags = vec!["--log-format=text"];
+                    if *addon == Addon::GitsealCompat {
+                        crate::gitseal::install_crd_file(&client, "bitnami.com_sealedsecrets.yaml").await?;
+                        flags.push("--bitnami-compat");
+                    }
                     let binary = crate::gitseal::controller_binary()?;
                     gitseal = Some(
-                        crate::gitseal::GitsealController::start(
+                        crate::gitseal::GitsealController::launch(
                             &plane,
                             &binary,
                             "gitseal-system",
                             None,
                             "playground",
-                            &["--log-format=text"],
+                            "127.0.0.1",
+                            &flags,
                         )
                         .await?,
                     );
@@ -74,7 +88,18 @@ impl Playground {
                 }
             }
         }
-        Ok(Self { gitseal, bitnami, plane })
+        let both_groups = addons.contains(&Addon::Bitnami) || addons.contains(&Addon::GitsealCompat);
+        Ok(Self { gitseal, bitnami, both_groups, plane })
+    }
+
+    /// `export …` lines for a shell: `KUBECONFIG`, and `GITSEAL_CERT` (the certificate URL
+    /// `gitseal seal` reads) when gitseal's controller runs.
+    pub fn env_exports(&self) -> String {
+        let mut out = format!("export KUBECONFIG={}\n", self.plane.kubeconfig_path().display());
+        if let Some(g) = &self.gitseal {
+            let _ = writeln!(out, "export GITSEAL_CERT={}/v1/cert.pem", g.api);
+        }
+        out
     }
 
     /// The control plane.
@@ -129,18 +154,21 @@ impl Playground {
             let _ = write!(
                 out,
                 "# gitseal-controller in gitseal-system (log {}, audit {}):\n\
-                 #   gitseal seal --cert {}/v1/cert.pem < secret.yaml | kubectl apply -f -\n\
-                 #   kubectl get sealedsecrets,secrets -A\n",
+                 export GITSEAL_CERT={}/v1/cert.pem\n\
+                 #   gitseal seal < secret.yaml | kubectl apply -f -     # seals for $GITSEAL_CERT\n\
+                 #   kubectl get {},secrets -A     # or: kubectl get gitseal -A\n",
                 g.process.log_path().display(),
                 g.audit_log.display(),
                 g.api,
+                if self.both_groups { "sealedsecrets.gitseal.dev" } else { "sealedsecrets" },
             );
         }
         if let Some(b) = &self.bitnami {
             let _ = write!(
                 out,
                 "# Bitnami controller in {} (log {}):\n\
-                 #   kubeseal --cert {} -o yaml < secret.yaml\n",
+                 #   kubeseal --cert {} -o yaml < secret.yaml\n\
+                 #   kubectl get sealedsecrets.bitnami.com -A\n",
                 b.namespace(),
                 b.process().log_path().display(),
                 b.cert_url(),

@@ -33,7 +33,7 @@ pub fn run(cfg: &CertConfig) -> Result<()> {
 pub fn fetch_certificate(cfg: &ClusterConfig) -> Result<Certificate> {
     cluster::run(async {
         let cluster = Cluster::connect(cfg).await?;
-        let pem = cluster.controller_get("/v1/cert.pem").await?;
+        let pem = get_when_ready(&cluster, "/v1/cert.pem").await?;
         let cert = Certificate::from_pem(&pem).map_err(|e| {
             anyhow!(
                 "Service {}/{} did not answer with a certificate ({e}): is it a gitseal or sealed-secrets controller?",
@@ -50,7 +50,7 @@ pub fn fetch_certificate(cfg: &ClusterConfig) -> Result<Certificate> {
 fn fetch_recipients(cfg: &ClusterConfig) -> Result<String> {
     cluster::run(async {
         let cluster = Cluster::connect(cfg).await?;
-        let text = cluster.controller_get("/v1/recipients").await?;
+        let text = get_when_ready(&cluster, "/v1/recipients").await?;
         let list = recipients::parse_recipients_file(&text).map_err(|e| {
             anyhow!("the controller's /v1/recipients is not a recipients file ({e}): is it a gitseal controller?")
         })?;
@@ -59,4 +59,25 @@ fn fetch_recipients(cfg: &ClusterConfig) -> Result<String> {
         }
         Ok(if text.ends_with('\n') { text } else { format!("{text}\n") })
     })
+}
+
+/// `path` from the controller, waiting (bounded, on stderr) while it answers that it has no key
+/// yet: a controller that has just started answers 503 until its first key is loaded. The service
+/// proxy does not hand `Retry-After` on through kube's client, so the wait is the controller's
+/// usual one ([`crate::fetch::retry_delay`] of nothing: one second).
+async fn get_when_ready(cluster: &Cluster, path: &str) -> Result<String> {
+    let start = std::time::Instant::now();
+    loop {
+        match cluster.controller_get(path).await {
+            Err(e)
+                if e.to_string().contains("no sealing key is loaded yet")
+                    && start.elapsed() < crate::fetch::WAIT_FOR_READY =>
+            {
+                let delay = crate::fetch::retry_delay(None);
+                eprintln!("gitseal: the controller has no sealing key yet; waiting {}s", delay.as_secs());
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
 }

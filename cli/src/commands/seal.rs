@@ -92,8 +92,40 @@ fn check_base64(doc: &Document) -> Result<()> {
     Ok(())
 }
 
+/// The Secrets to seal: the input manifests, or (with `--from-file`, `--from-env-file` or
+/// `--generate` and no `-f`) a new Secret named by `--name`/`--namespace`; the command-line data
+/// added to it; every data key checked as Kubernetes would check it.
+fn input_secrets(cfg: &SealConfig) -> Result<Vec<(String, PlainSecret)>> {
+    let sources = &cfg.data;
+    let mut secrets = if sources.is_empty() || sources.read_input {
+        read_secrets(&cfg.input)?
+    } else {
+        let mut secret = PlainSecret::default();
+        secret.metadata.name = cfg.options.name.clone();
+        secret.metadata.namespace = cfg.options.namespace.clone();
+        vec![("the Secret of --from-file/--from-env-file/--generate".to_string(), secret)]
+    };
+    if !sources.is_empty() {
+        if secrets.len() != 1 {
+            bail!(
+                "--from-file, --from-env-file and --generate add to one Secret; {} holds {}",
+                cfg.input.describe(),
+                secrets.len()
+            );
+        }
+        let (where_, secret) = &mut secrets[0];
+        sources.add_to(secret).with_context(|| where_.clone())?;
+    }
+    for (where_, secret) in &secrets {
+        for key in secret.data.keys() {
+            gitseal_shared::manifest::secret::check_data_key(key).with_context(|| where_.clone())?;
+        }
+    }
+    Ok(secrets)
+}
+
 fn manifests(cfg: &SealConfig, recipients: &RecipientSet) -> Result<()> {
-    let secrets = read_secrets(&cfg.input)?;
+    let secrets = input_secrets(cfg)?;
     let mut out = Vec::with_capacity(secrets.len());
     for (where_, secret) in &secrets {
         let sealed = seal_secret(secret, recipients, &cfg.options).with_context(|| where_.clone())?;
@@ -131,7 +163,7 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
     let target = target_of(&existing.object).with_context(context)?;
     agree(cfg, &existing.object, target.scope(), path)?;
 
-    let mut secrets = read_secrets(&cfg.input)?;
+    let mut secrets = input_secrets(cfg)?;
     if secrets.len() != 1 {
         bail!("--merge-into takes exactly one Secret on input, found {}", secrets.len());
     }
@@ -155,6 +187,7 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
     for (key, value) in &sealed.spec.encrypted_data {
         edits.set(&["spec", "encryptedData", key], value.clone());
     }
+    carry_template_metadata(&mut edits, &existing.object, &secret);
     let new_ids: Vec<KeyId> = recipients.key_ids().cloned().collect();
     let kept_old = existing.object.spec.encrypted_data.keys().any(|k| !sealed.spec.encrypted_data.contains_key(k));
     let mut ids: BTreeSet<KeyId> = new_ids.into_iter().collect();
@@ -164,6 +197,29 @@ fn merge_into(cfg: &SealConfig, recipients: &RecipientSet, path: &Path) -> Resul
     edits.set_key_ids(&existing.object, KeyId::join(ids));
     let updated = edit::apply(&text, &[edits]).with_context(context)?;
     io::replace(path, updated.as_bytes())
+}
+
+/// As kubeseal's `--merge-into`: the input Secret's labels and annotations (minus the
+/// last-applied copies, which hold plaintext, and gitseal's key-id hint) are set on the file's
+/// template, the input winning on a clash; keys only the file has stay. The template's type is
+/// the file's, as kubeseal keeps it too. Only values that change are written, so a re-run adds
+/// no diff.
+fn carry_template_metadata(edits: &mut ObjectEdits, file: &SealedSecretObject, input: &PlainSecret) {
+    let template = file.spec.template.as_ref().and_then(|t| t.metadata.as_ref());
+    let skip = |k: &str| {
+        gitseal_shared::manifest::secret::LAST_APPLIED_ANNOTATIONS.contains(&k)
+            || k == gitseal_shared::keyid::KEY_ID_ANNOTATION
+    };
+    for (field, given, present) in [
+        ("labels", &input.metadata.labels, template.and_then(|m| m.labels.as_ref())),
+        ("annotations", &input.metadata.annotations, template.and_then(|m| m.annotations.as_ref())),
+    ] {
+        for (k, v) in given.iter().flatten().filter(|(k, _)| !skip(k)) {
+            if present.and_then(|p| p.get(k)) != Some(v) {
+                edits.set(&["spec", "template", "metadata", field, k], v.clone());
+            }
+        }
+    }
 }
 
 /// Name, namespace and scope come from the merged file; flags may repeat them, not contradict them.

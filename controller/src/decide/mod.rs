@@ -153,6 +153,10 @@ pub struct Decision {
     pub private_ops: u32,
     /// A one-line explanation (no secret content), for the condition and the audit record.
     pub message: String,
+    /// The existing Secret of ours gets different data from changed sealed inputs: not its
+    /// first creation, not a resync or re-encryption (same data), not a drift repair. What
+    /// `gitseal.dev/restart-on-change` reacts to ([`crate::rollout`]).
+    pub data_changed: bool,
 }
 
 /// `name (N items)` of a Secret, never its data.
@@ -173,6 +177,7 @@ impl std::fmt::Debug for Decision {
             .field("key_ids", &self.key_ids)
             .field("private_ops", &self.private_ops)
             .field("message", &self.message)
+            .field("data_changed", &self.data_changed)
             .finish()
     }
 }
@@ -261,6 +266,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 key_ids: secret_key_ids,
                 private_ops: 0,
                 message,
+                data_changed: false,
             };
         }
     }
@@ -301,6 +307,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         desired.metadata.annotations.as_ref().and_then(|a| a.get(DATA_DIGEST_ANNOTATION)).cloned().unwrap_or_default();
 
     let drift;
+    let mut data_changed = false;
     if let Some(existing) = inp.existing {
         let items: Vec<String> = unsealed.secret.data.keys().cloned().collect();
         let current = data_digest(inp.digest_key, &digest, existing, &items);
@@ -310,6 +317,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         }
         let ann = existing.metadata.annotations.as_ref();
         drift = ours && ann.and_then(|a| a.get(SEALED_DIGEST_ANNOTATION)) == Some(&digest) && current != desired_digest;
+        data_changed = ours && !drift && current != desired_digest;
     } else {
         // Gone although it was produced from this very generation: someone deleted it.
         drift = ss.status.as_ref().is_some_and(|s| {
@@ -333,6 +341,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         key_ids,
         private_ops,
         message,
+        data_changed,
     }
 }
 
@@ -346,6 +355,7 @@ fn failed(inp: &Inputs<'_>, reason: Reason, message: String, private_ops: u32) -
         key_ids: Vec::new(),
         private_ops,
         message,
+        data_changed: false,
     }
 }
 
@@ -429,6 +439,46 @@ mod tests {
     fn with_status(mut ss: SealedSecretObject, d: &Decision) -> SealedSecretObject {
         ss.status = d.status.clone();
         ss
+    }
+
+    /// Issue 12, restart-on-change: only a real change of the data counts.
+    #[test]
+    fn data_changed_only_when_new_sealed_inputs_give_new_data() {
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let first = run(&ss, &[&k], &[], None);
+        assert!(!first.data_changed, "the first creation restarts nothing");
+        let secret = applied(&first);
+        let ss = with_status(ss, &first);
+        let resync = run(&ss, &[&k], &[], Some(&secret));
+        assert_eq!(resync.outcome, Outcome::InSync);
+        assert!(!resync.data_changed);
+        // Re-sealed (e.g. for a new key): new ciphertext, same data.
+        let mut resealed = sealed(&keys().0, &[]);
+        resealed.metadata.generation = Some(2);
+        let d = run(&resealed, &[&k], &[], Some(&secret));
+        assert_eq!(d.outcome, Outcome::Unsealed);
+        assert!(!d.data_changed, "a re-encryption is no change");
+        // A new value from Git.
+        let mut changed = resealed.clone();
+        let other = sealed_value(&keys().0, "rotated");
+        changed.spec.encrypted_data.insert("password".into(), other);
+        let d = run(&changed, &[&k], &[], Some(&secret));
+        assert_eq!(d.outcome, Outcome::Unsealed);
+        assert!(d.data_changed);
+        // A direct edit reverted: drift repair, not a change of the sealed data.
+        let mut edited = secret.clone();
+        edited.data.as_mut().unwrap().insert("password".into(), k8s_openapi::ByteString(b"edited".to_vec()));
+        let d = run(&ss, &[&k], &[], Some(&edited));
+        assert_eq!(d.outcome, Outcome::DriftReverted);
+        assert!(!d.data_changed);
+    }
+
+    /// `value` sealed for app/db (strict) with `pair`.
+    fn sealed_value(pair: &KeyPair, value: &str) -> String {
+        let set = RecipientSet::new(vec![pair.cert.recipient().unwrap()]).unwrap();
+        let target = gitseal_shared::Target::new(gitseal_shared::Scope::Strict, Some("app"), Some("db")).unwrap();
+        gitseal_shared::value::encode_base64(&set.seal(&target, value.as_bytes()).unwrap())
     }
 
     #[test]

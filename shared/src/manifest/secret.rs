@@ -97,6 +97,43 @@ impl PlainSecret {
     }
 }
 
+/// Longest Secret data key the API server accepts (a DNS subdomain's length).
+pub const MAX_DATA_KEY_LEN: usize = 253;
+
+/// Refuse a data key the API server would reject (its `IsConfigMapKey`: `[-._a-zA-Z0-9]+`, at
+/// most 253 characters, not `.` or `..` and not starting with `..`), so `a/b` fails at sealing
+/// time, not later in the cluster. The message names the key (shortened, escaped): keys are not
+/// secret, values are.
+pub fn check_data_key(key: &str) -> Result<()> {
+    let shown = || {
+        let mut s: String = key.chars().take(64).collect();
+        if key.chars().count() > 64 {
+            s.push('…');
+        }
+        format!("{s:?}")
+    };
+    let why = if key.is_empty() {
+        Some("is empty")
+    } else if key.len() > MAX_DATA_KEY_LEN {
+        Some("is longer than 253 characters")
+    } else if !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+        Some("may hold only letters, digits, '-', '_' and '.'")
+    } else if key == "." || key == ".." {
+        Some("must not be '.' or '..'")
+    } else if key.starts_with("..") {
+        Some("must not start with '..'")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::Manifest(format!(
+            "data key {} {why}: Kubernetes would refuse this Secret (keys match [-._a-zA-Z0-9]+)",
+            shown()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A `data`/`stringData` value as text; `coerced` when it was a number or boolean.
 struct Text {
     text: zeroize::Zeroizing<String>,
@@ -153,6 +190,30 @@ fn number_as_kubeseal(n: &serde_json::Number) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12: kubeseal seals `a/b` silently and the cluster refuses it later.
+    #[test]
+    fn data_keys_kubernetes_would_refuse_are_refused_by_name() {
+        for ok in ["password", "tls.crt", ".dockerconfigjson", "a-b_c.D9", &"k".repeat(253)] {
+            check_data_key(ok).unwrap();
+        }
+        for (bad, says) in [
+            ("a/b", "\"a/b\" may hold only"),
+            ("", "is empty"),
+            ("with space", "may hold only"),
+            ("é", "may hold only"),
+            (".", "must not be"),
+            ("..", "must not be"),
+            ("..x", "must not start"),
+        ] {
+            let e = check_data_key(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        let long = "k".repeat(254);
+        let e = check_data_key(&long).unwrap_err().to_string();
+        assert!(e.contains("longer than 253") && e.len() < 200, "{e}");
+    }
 
     #[test]
     fn string_data_wins_over_data_like_the_api_server() {

@@ -16,6 +16,16 @@ struct Cli {
     /// What to run next to the control plane (repeatable).
     #[arg(long = "with", value_enum, default_value = "gitseal")]
     with: Vec<AddonArg>,
+
+    /// Run gitseal's controller with --bitnami-compat (it then serves bitnami.com SealedSecrets
+    /// too, and Bitnami's CRD is installed beside gitseal's)
+    #[arg(long)]
+    bitnami_compat: bool,
+
+    /// Once ready, write `export KUBECONFIG=…` and `export GITSEAL_CERT=…` to FILE (replaced
+    /// atomically; removed on exit), for scripts: `until [ -s FILE ]; do sleep 1; done; . FILE`
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,7 +67,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
-    let addons: Vec<Addon> = cli.with.iter().copied().map(Addon::from).collect();
+    let addons: Vec<Addon> = cli
+        .with
+        .iter()
+        .copied()
+        .map(Addon::from)
+        .map(|a| if cli.bitnami_compat && a == Addon::Gitseal { Addon::GitsealCompat } else { a })
+        .collect();
     let playground = tokio::select! {
         p = Playground::start(&addons) => p?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -65,6 +81,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let mut playground = playground;
     print!("{}", playground.instructions());
+    if let Some(path) = &cli.env_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, playground.env_exports())?;
+        std::fs::rename(&tmp, path)?;
+    }
     // A peer killed from outside is restarted in place; the playground itself keeps running.
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -78,6 +99,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     eprintln!("gitseal-playground: stopping");
+    if let Some(path) = &cli.env_file {
+        let _ = std::fs::remove_file(path);
+    }
     drop(playground);
     Ok(())
 }
