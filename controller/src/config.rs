@@ -133,6 +133,12 @@ pub struct RunArgs {
     /// How long a leader's Lease lasts without renewal.
     #[arg(long, env = "GITSEAL_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+    /// Split the SealedSecrets into this many shards (1–64), each a Lease
+    /// `<lease-name>-shard-<i>`: every replica reconciles the objects of the shards it holds,
+    /// about shards / replicas of them. 1 (default): the leader alone reconciles. Needs
+    /// --leader-elect; the leader Lease still decides who renews keys.
+    #[arg(long, env = "GITSEAL_SHARDS", default_value_t = 1)]
+    pub shards: u16,
     /// This replica's identity (default: $POD_NAME, else the host name).
     #[arg(long, env = "GITSEAL_POD_NAME")]
     pub pod_name: Option<String>,
@@ -308,6 +314,8 @@ pub struct Config {
     pub leader_elect: bool,
     pub lease_name: String,
     pub lease_duration: Duration,
+    /// Shards across replicas (1 = single leader); see [`crate::shard`].
+    pub shards: u16,
     pub identity: String,
     pub aggregated: Option<AggregatedConfig>,
     pub audit_webhook: Option<AuditWebhookConfig>,
@@ -333,6 +341,15 @@ impl RunArgs {
             .unwrap_or_else(|| "gitseal-controller".into());
         if !matches!(self.key_size, 2048 | 3072 | 4096 | 8192) {
             bail!("--key-size {} is not supported: use 2048, 3072, 4096 or 8192", self.key_size);
+        }
+        if !(1..=crate::shard::plan::MAX_SHARDS).contains(&self.shards) {
+            bail!("--shards {} is out of range: use 1 to {}", self.shards, crate::shard::plan::MAX_SHARDS);
+        }
+        if self.shards > 1 && !self.leader_elect {
+            bail!("--shards {} needs --leader-elect (the shards are Leases, like the leader's)", self.shards);
+        }
+        if self.shards > 1 && self.lease_duration < Duration::from_secs(1) {
+            bail!("--lease-duration must be at least 1s with --shards");
         }
         if self.workers == 0 {
             bail!("--workers must be at least 1");
@@ -400,6 +417,7 @@ impl RunArgs {
             leader_elect: self.leader_elect,
             lease_name: self.lease_name,
             lease_duration: self.lease_duration,
+            shards: self.shards,
             identity,
             aggregated: match (self.aggregated_addr, self.aggregated_tls_cert, self.aggregated_tls_key) {
                 (Some(addr), Some(tls_cert), Some(tls_key)) => Some(AggregatedConfig {

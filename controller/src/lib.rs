@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod serve;
 pub mod service;
+pub mod shard;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
@@ -68,6 +69,8 @@ pub struct Shared {
     /// SealedSecret watches not yet synced (leader only).
     pub watches_pending: AtomicI64,
     pub leading: AtomicBool,
+    /// With `--shards` > 1: the shards this replica holds (see [`shard`]).
+    pub shards: Option<Arc<shard::Shards>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -87,6 +90,7 @@ impl Shared {
             "Audit records that could not be written (lost, or refused work with --audit-required)",
             audit.write_errors.clone(),
         );
+        let shards = shard::Shards::for_config(&config, &mut metrics.registry);
         Shared {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
@@ -101,6 +105,7 @@ impl Shared {
             keys_synced: watch::channel(false).0,
             watches_pending: AtomicI64::new(0),
             leading: AtomicBool::new(false),
+            shards,
             config,
         }
     }
@@ -216,6 +221,9 @@ async fn lead_and_work(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::error::Result<()> {
+    if shared.shards.is_some() {
+        return shard::lead_and_work(shared, shutdown).await;
+    }
     tokio::pin!(shutdown);
     let lock = shared.config.leader_elect.then(|| {
         leader::LeaseLock::new(
