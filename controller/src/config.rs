@@ -531,4 +531,17 @@ mod tests {
         assert!(c.audit_webhook.is_some_and(|w| w.token_file.is_some() && w.client_ca.is_none()));
         assert!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().audit_webhook.is_none());
     }
+
+    #[test]
+    fn shards_default_to_one_and_more_need_leader_election_and_stay_within_the_cap() {
+        assert_eq!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().shards, 1);
+        let c = Cli::try_parse_from(["x", "--leader-elect", "--shards", "8"]).unwrap().run.resolve().unwrap();
+        assert_eq!(c.shards, 8);
+        let err = Cli::try_parse_from(["x", "--shards", "8"]).unwrap().run.resolve().unwrap_err();
+        assert!(err.to_string().contains("needs --leader-elect"), "{err}");
+        for bad in ["0", "65"] {
+            let err = Cli::try_parse_from(["x", "--leader-elect", "--shards", bad]).unwrap().run.resolve().unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{err}");
+        }
+    }
 }

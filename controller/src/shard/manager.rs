@@ -256,7 +256,9 @@ impl Balancer {
     async fn beat(&self, join: bool) -> Option<BTreeSet<String>> {
         let c = &self.shared.config;
         let name = members_lease_name(&c.lease_name);
-        let ttl = i64::try_from(c.lease_duration.as_millis()).unwrap_or(i64::MAX);
+        // Two renew intervals: a replica that missed one beat still counts, a dead one drops out
+        // before its shard Leases expire, so the survivors aim for more shards by then.
+        let ttl = i64::try_from((self.period * 2).as_millis()).unwrap_or(i64::MAX);
         for _ in 0..3 {
             let now = jiff::Timestamp::now().as_millisecond();
             let current = match self.members.get_opt(&name).await {
