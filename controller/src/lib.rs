@@ -110,7 +110,7 @@ impl Shared {
         }
     }
 
-    /// Ready means: keys listed, a key loaded, and (when leading) every watch synced.
+    /// Ready means: keys listed, a key loaded, and (when leading, or with shards) every watch synced.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !*self.keys_synced.borrow() {
             return Err("key Secrets not listed yet");
@@ -118,7 +118,9 @@ impl Shared {
         if self.registry.sealing().is_none() {
             return Err("no sealing key loaded");
         }
-        if self.leading.load(Ordering::SeqCst) && self.watches_pending.load(Ordering::SeqCst) > 0 {
+        // With shards every replica reconciles, so every replica waits for its watches.
+        let reconciling = self.leading.load(Ordering::SeqCst) || self.shards.is_some();
+        if reconciling && self.watches_pending.load(Ordering::SeqCst) > 0 {
             return Err("SealedSecret watches not synced");
         }
         self.audit.ready_for_work()

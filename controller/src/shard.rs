@@ -151,10 +151,13 @@ impl Shards {
         live.then(|| Running { _guard: guard, own: slot.own.subscribe() })
     }
 
-    /// Now acting on `shard` until `deadline`, or extended to it.
+    /// Now acting on `shard` until `deadline`, or extended to it. A renewal after the deadline
+    /// had passed (work was skipped or abandoned meanwhile) counts as a gain, so the shard's
+    /// objects are requeued.
     fn hold(&self, shard: u16, deadline: Instant) -> bool {
         let Some(slot) = self.slots.get(usize::from(shard)) else { return false };
-        let was = slot.own.borrow().accept;
+        let before = *slot.own.borrow();
+        let was = before.accept && before.deadline.is_some_and(|d| d > Instant::now());
         slot.own.send_replace(Own { accept: true, deadline: Some(deadline) });
         if !was {
             self.metrics.owned.get_or_create(&ShardLabels { shard: label(shard) }).set(1);
@@ -247,8 +250,9 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     match running.guard(crate::reconcile::reconcile(ss, shared)).await {
         Some(result) => result,
         None => {
-            tracing::warn!(object, shard, "shard lost while reconciling: abandoned (its new holder reconciles it)");
-            Ok(Action::await_change())
+            tracing::warn!(object, shard, "shard lost while reconciling: abandoned (its holder reconciles it again)");
+            // Skipped at once unless this replica still (or again) holds the shard.
+            Ok(Action::requeue(Duration::from_secs(1)))
         }
     }
 }
@@ -269,9 +273,11 @@ mod tests {
         assert!(run.guard(slow).await.is_none(), "not renewed: abandoned at the deadline");
         // Renewal moves the deadline, and work that ends before it completes.
         assert!(s.begin(1).await.is_none(), "past the deadline, nothing starts");
-        assert!(!s.hold(1, Instant::now() + Duration::from_millis(300)), "a renewal is no gain");
+        let mut gains = Box::pin(s.gains());
+        assert!(s.hold(1, Instant::now() + Duration::from_millis(300)), "a late renewal requeues like a gain");
+        assert!(tokio::time::timeout(Duration::from_millis(100), futures::StreamExt::next(&mut gains)).await.is_ok());
         let run = s.begin(1).await.unwrap();
-        s.hold(1, Instant::now() + Duration::from_millis(1000));
+        assert!(!s.hold(1, Instant::now() + Duration::from_millis(1000)), "a renewal in time is no gain");
         assert_eq!(run.guard(tokio::time::sleep(Duration::from_millis(500))).await, Some(()));
     }
 
