@@ -143,6 +143,12 @@ pub struct RunArgs {
     /// How long a leader's Lease lasts without renewal.
     #[arg(long, env = "GITSEAL_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+    /// Split the SealedSecrets into this many shards (1–64), each a Lease
+    /// `<lease-name>-shard-<i>`: every replica reconciles the objects of the shards it holds,
+    /// about shards / replicas of them. 1 (default): the leader alone reconciles. Needs
+    /// --leader-elect; the leader Lease still decides who renews keys.
+    #[arg(long, env = "GITSEAL_SHARDS", default_value_t = 1)]
+    pub shards: u16,
     /// This replica's identity (default: $POD_NAME, else the host name).
     #[arg(long, env = "GITSEAL_POD_NAME")]
     pub pod_name: Option<String>,
@@ -321,6 +327,8 @@ pub struct Config {
     pub leader_elect: bool,
     pub lease_name: String,
     pub lease_duration: Duration,
+    /// Shards across replicas (1 = single leader); see [`crate::shard`].
+    pub shards: u16,
     pub identity: String,
     pub aggregated: Option<AggregatedConfig>,
     pub audit_webhook: Option<AuditWebhookConfig>,
@@ -344,6 +352,15 @@ impl RunArgs {
             .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
             .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
             .unwrap_or_else(|| "gitseal-controller".into());
+        if !(1..=crate::shard::plan::MAX_SHARDS).contains(&self.shards) {
+            bail!("--shards {} is out of range: use 1 to {}", self.shards, crate::shard::plan::MAX_SHARDS);
+        }
+        if self.shards > 1 && !self.leader_elect {
+            bail!("--shards {} needs --leader-elect (the shards are Leases, like the leader's)", self.shards);
+        }
+        if self.shards > 1 && self.lease_duration < Duration::from_secs(1) {
+            bail!("--lease-duration must be at least 1s with --shards");
+        }
         if self.workers == 0 {
             bail!("--workers must be at least 1");
         }
@@ -416,6 +433,7 @@ impl RunArgs {
             leader_elect: self.leader_elect,
             lease_name: self.lease_name,
             lease_duration: self.lease_duration,
+            shards: self.shards,
             identity,
             aggregated: match (self.aggregated_addr, self.aggregated_tls_cert, self.aggregated_tls_key) {
                 (Some(addr), Some(tls_cert), Some(tls_key)) => Some(AggregatedConfig {
@@ -537,5 +555,18 @@ mod tests {
         let c = Cli::try_parse_from(with_token).unwrap().run.resolve().unwrap();
         assert!(c.audit_webhook.is_some_and(|w| w.token_file.is_some() && w.client_ca.is_none()));
         assert!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().audit_webhook.is_none());
+    }
+
+    #[test]
+    fn shards_default_to_one_and_more_need_leader_election_and_stay_within_the_cap() {
+        assert_eq!(Cli::try_parse_from(["x"]).unwrap().run.resolve().unwrap().shards, 1);
+        let c = Cli::try_parse_from(["x", "--leader-elect", "--shards", "8"]).unwrap().run.resolve().unwrap();
+        assert_eq!(c.shards, 8);
+        let err = Cli::try_parse_from(["x", "--shards", "8"]).unwrap().run.resolve().unwrap_err();
+        assert!(err.to_string().contains("needs --leader-elect"), "{err}");
+        for bad in ["0", "65"] {
+            let err = Cli::try_parse_from(["x", "--leader-elect", "--shards", bad]).unwrap().run.resolve().unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{err}");
+        }
     }
 }

@@ -49,7 +49,18 @@ impl LeaseLock {
 
     /// One attempt to take or keep the lease. `Ok(true)` when we hold it afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let current = self.api.get_opt(&self.name).await?;
+        let current = self.read().await?;
+        self.take_or_renew(current).await
+    }
+
+    /// The Lease as it is now (`None` when it does not exist yet).
+    pub async fn read(&self) -> Result<Option<Lease>, kube::Error> {
+        self.api.get_opt(&self.name).await
+    }
+
+    /// Take or keep the lease given what [`Self::read`] returned, under the same rules: only
+    /// when it is ours, free, or expired, and only if nobody wrote it since (resourceVersion).
+    pub async fn take_or_renew(&self, current: Option<Lease>) -> Result<bool, kube::Error> {
         let Some(mut lease) = current else {
             let lease = Lease {
                 metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },

@@ -27,6 +27,7 @@ pub mod rollout;
 pub mod seal_page;
 pub mod serve;
 pub mod service;
+pub mod shard;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
@@ -72,6 +73,8 @@ pub struct Shared {
     /// SealedSecret watches not yet synced (leader only).
     pub watches_pending: AtomicI64,
     pub leading: AtomicBool,
+    /// With `--shards` > 1: the shards this replica holds (see [`shard`]).
+    pub shards: Option<Arc<shard::Shards>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -91,6 +94,7 @@ impl Shared {
             "Audit records that could not be written (lost, or refused work with --audit-required)",
             audit.write_errors.clone(),
         );
+        let shards = shard::Shards::for_config(&config, &mut metrics.registry);
         Shared {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
@@ -105,11 +109,12 @@ impl Shared {
             keys_synced: watch::channel(false).0,
             watches_pending: AtomicI64::new(0),
             leading: AtomicBool::new(false),
+            shards,
             config,
         }
     }
 
-    /// Ready means: keys listed, a key loaded, and (when leading) every watch synced.
+    /// Ready means: keys listed, a key loaded, and (when leading, or with shards) every watch synced.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !*self.keys_synced.borrow() {
             return Err("key Secrets not listed yet");
@@ -117,7 +122,9 @@ impl Shared {
         if self.registry.sealing().is_none() {
             return Err("no sealing key loaded");
         }
-        if self.leading.load(Ordering::SeqCst) && self.watches_pending.load(Ordering::SeqCst) > 0 {
+        // With shards every replica reconciles, so every replica waits for its watches.
+        let reconciling = self.leading.load(Ordering::SeqCst) || self.shards.is_some();
+        if reconciling && self.watches_pending.load(Ordering::SeqCst) > 0 {
             return Err("SealedSecret watches not synced");
         }
         self.audit.ready_for_work()
@@ -240,6 +247,9 @@ async fn lead_and_work(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::error::Result<()> {
+    if shared.shards.is_some() {
+        return shard::lead_and_work(shared, shutdown).await;
+    }
     tokio::pin!(shutdown);
     let lock = shared.config.leader_elect.then(|| {
         leader::LeaseLock::new(

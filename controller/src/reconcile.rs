@@ -241,6 +241,11 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         .owns_with(secret_api, (), watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")))
         .with_config(ControllerConfig::default().concurrency(shared.config.workers))
         .reconcile_all_on(key_changes);
+    // With shards: gaining one requeues the cached objects (the others' are skipped at once).
+    let controller = match &shared.shards {
+        Some(shards) => controller.reconcile_all_on(shards.gains()),
+        None => controller,
+    };
     let store = controller.store();
     let synced = shared.clone();
     shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -262,7 +267,7 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
             }
         }
     });
-    controller.run(reconcile, error_policy, shared).map(|res| {
+    controller.run(crate::shard::reconcile, error_policy, shared).map(|res| {
         if let Err(e) = res {
             match e {
                 kube::runtime::controller::Error::ObjectNotFound(_) => tracing::debug!(error = %e, "object gone"),

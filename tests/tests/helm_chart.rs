@@ -574,3 +574,35 @@ async fn in_namespaced_mode_the_controller_is_refused_outside_its_namespaces() -
     })
     .await?
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shards_the_chart_passes_the_flag_and_grants_exactly_the_shard_leases() -> anyhow::Result<()> {
+    let objects = render("gitseal-controller", "gs", &["shards=3".into(), "replicas=3".into()]).await?;
+    let args = container(&objects)["args"].clone();
+    assert!(args.as_array().unwrap().iter().any(|a| a == "--shards=3"), "{args}");
+    let role = find(&objects, "Role").into_iter().find(|r| name(r).ends_with("-keys")).expect("the keys Role");
+    let leases: Vec<&str> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["resources"][0] == "leases")
+        .flat_map(|r| r["resourceNames"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let want = ["gitseal-controller", "gitseal-controller-shard-members"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..3).map(|i| format!("gitseal-controller-shard-{i}")))
+        .collect::<Vec<_>>();
+    assert_eq!(leases, want);
+    // The default stays the single leader: no flag, only the leader Lease.
+    let objects = render("gitseal-controller", "gs", &[]).await?;
+    assert!(!container(&objects)["args"].to_string().contains("--shards"));
+    // More than the controller accepts, or shards without leader election, fail the render.
+    let err = render("gitseal-controller", "gs", &["shards=65".into()]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("schema"), "{err:#}");
+    let sets = ["shards=2".into(), "replicas=1".into(), "leaderElection.enabled=false".into()];
+    let err = render("gitseal-controller", "gs", &sets).await.unwrap_err();
+    assert!(format!("{err:#}").contains("needs leaderElection.enabled"), "{err:#}");
+    Ok(())
+}

@@ -22,5 +22,6 @@ mod kubeseal_proxy;
 mod leader;
 mod rollout;
 mod seal_page;
+mod shards;
 mod templates;
 mod unseal;

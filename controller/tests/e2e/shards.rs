@@ -1,0 +1,170 @@
+//! Shards across replicas (`--shards`): three replicas split six shards; one is SIGKILLed mid-run
+//! and the other two take its shards. The audit logs prove every change was unsealed exactly
+//! once, and the Leases show how long the dead replica's shards went without a holder.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use gitseal_shared::types::ApiGroup;
+use gitseal_tests::{ControlPlane, wait_for, with_temp_ns};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use serde_json::Value;
+
+use crate::fixture::{Gitseal, seal, secret_with};
+
+const SHARDS: u16 = 6;
+const OBJECTS: usize = 18;
+const LEASE: Duration = Duration::from_secs(3);
+
+/// How many shards a replica says it holds (`gitseal_shard_owned`).
+async fn owned(g: &Gitseal) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    for i in 0..SHARDS {
+        sum += g.metric(&format!("gitseal_shard_owned{{shard=\"{i}\"}}")).await?;
+    }
+    Ok(sum)
+}
+
+/// Successful unseals per (object, generation) in the replicas' audit logs.
+fn unseals(replicas: &[&Gitseal]) -> BTreeMap<(String, i64), usize> {
+    let mut counts = BTreeMap::new();
+    for g in replicas {
+        for line in g.audit_lines() {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            if v["action"] == "Unseal" && v["outcome"] == "success" {
+                let name = v["object"]["name"].as_str().unwrap_or_default().to_string();
+                let generation = v["object"]["generation"].as_i64().unwrap_or_default();
+                *counts.entry((name, generation)).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Holder and renew time of every shard Lease.
+async fn holders(leases: &Api<Lease>) -> anyhow::Result<Vec<(Option<String>, Option<jiff::Timestamp>)>> {
+    let mut out = Vec::new();
+    for i in 0..SHARDS {
+        let spec = leases.get_opt(&format!("gitseal-controller-shard-{i}")).await?.and_then(|l| l.spec);
+        out.push(spec.map_or((None, None), |s| (s.holder_identity, s.renew_time.map(|t| t.0))));
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_shards_and_the_survivors_take_a_killed_ones_without_unsealing_twice()
+-> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let args = ["--leader-elect", "--lease-duration=3s", "--shards=6"];
+        let mut a = Gitseal::start_named(plane, ns.name(), "shard-a", &args).await?;
+        a.ready().await?;
+        let mut b = Gitseal::start_named(plane, ns.name(), "shard-b", &args).await?;
+        let mut c = Gitseal::start_named(plane, ns.name(), "shard-c", &args).await?;
+        b.ready().await?;
+        c.ready().await?;
+        let cert = a.cert().await?;
+        wait_for("two shards per replica", Duration::from_secs(20), || async {
+            let n = [owned(&a).await?, owned(&b).await?, owned(&c).await?];
+            Ok::<_, anyhow::Error>((n == [2.0, 2.0, 2.0]).then_some(()))
+        })
+        .await?;
+
+        let client = ns.client();
+        let names: Vec<String> = (0..OBJECTS).map(|i| format!("s{i:02}")).collect();
+        for n in &names {
+            gitseal_tests::apply_json(&client, seal(&cert, ns.name(), n, &[("k", "1")], ApiGroup::Gitseal)).await?;
+        }
+        for n in &names {
+            secret_with(&ns, n, "k", "1").await?;
+        }
+        wait_for("an Unseal record per object", Duration::from_secs(10), || async {
+            Ok::<_, anyhow::Error>((unseals(&[&a, &b, &c]).len() == OBJECTS).then_some(()))
+        })
+        .await?;
+        // Every replica did part of the work.
+        for g in [&a, &b, &c] {
+            let started: f64 = {
+                let mut s = 0.0;
+                for i in 0..SHARDS {
+                    s += g.metric(&format!("gitseal_shard_reconciles_total{{shard=\"{i}\"}}")).await?;
+                }
+                s
+            };
+            assert!(started > 0.0, "a replica reconciled nothing");
+        }
+
+        // Kill b (not the leader: a started first) without letting it release its Leases.
+        assert_eq!(b.metric("gitseal_leader").await?, 0.0);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
+        let before = holders(&leases).await?;
+        let victim: Vec<usize> = (0..before.len()).filter(|i| before[*i].0.as_deref() == Some("shard-b")).collect();
+        assert_eq!(victim.len(), 2, "{before:?}");
+        b.process.signal(gitseal_tests::Signal::KILL)?;
+        let killed = Instant::now();
+        // Changes made meanwhile, to every object.
+        for n in &names {
+            gitseal_tests::apply_json(&client, seal(&cert, ns.name(), n, &[("k", "2")], ApiGroup::Gitseal)).await?;
+        }
+        // Watch the dead replica's Leases: its last renewal, and when a survivor took each.
+        let mut last_renew: BTreeMap<usize, jiff::Timestamp> = BTreeMap::new();
+        let mut taken: BTreeMap<usize, (Duration, jiff::Timestamp)> = BTreeMap::new();
+        while taken.len() < victim.len() {
+            assert!(killed.elapsed() < Duration::from_secs(20), "the survivors never took shards {victim:?}");
+            for (i, (holder, renew)) in holders(&leases).await?.into_iter().enumerate() {
+                if !victim.contains(&i) || taken.contains_key(&i) {
+                    continue;
+                }
+                match holder.as_deref() {
+                    Some("shard-b") => {
+                        if let Some(t) = renew {
+                            last_renew.insert(i, t);
+                        }
+                    }
+                    Some(_) => {
+                        let spec = leases.get(&format!("gitseal-controller-shard-{i}")).await?.spec.unwrap_or_default();
+                        let acquired = spec.acquire_time.map_or_else(jiff::Timestamp::now, |t| t.0);
+                        taken.insert(i, (killed.elapsed(), acquired));
+                    }
+                    None => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for n in &names {
+            secret_with(&ns, n, "k", "2").await?;
+        }
+
+        // No shard went without a holder for longer than one lease duration: from the moment its
+        // Lease ran out (last renewal + duration) to the survivor's acquireTime.
+        let lease = jiff::SignedDuration::try_from(LEASE)?;
+        for (i, (after_kill, acquired)) in &taken {
+            let renewed = last_renew.get(i).copied().or(before[*i].1).expect("a renew time");
+            let unowned = acquired.duration_since(renewed.checked_add(lease)?);
+            println!("shard {i}: taken {after_kill:?} after the kill, {unowned:?} after its Lease ran out");
+            assert!(unowned <= lease, "shard {i} unowned for {unowned:?}");
+            assert!(*after_kill <= LEASE * 2, "shard {i} taken {after_kill:?} after the kill");
+        }
+        wait_for("the survivors to hold every shard", Duration::from_secs(10), || async {
+            let n = [owned(&a).await?, owned(&c).await?];
+            Ok::<_, anyhow::Error>((n == [3.0, 3.0]).then_some(()))
+        })
+        .await?;
+
+        // Every change unsealed exactly once across all three audit logs (the dead one's too).
+        wait_for("an Unseal record per change", Duration::from_secs(10), || async {
+            Ok::<_, anyhow::Error>((unseals(&[&a, &b, &c]).len() == 2 * OBJECTS).then_some(()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let counts = unseals(&[&a, &b, &c]);
+        assert_eq!(counts.len(), 2 * OBJECTS, "{counts:?}");
+        assert!(counts.values().all(|n| *n == 1), "unsealed more than once: {counts:?}");
+        a.process.check_running()?;
+        c.process.check_running()?;
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
