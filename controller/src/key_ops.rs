@@ -83,7 +83,7 @@ pub fn list(shared: &Shared) -> KeyList {
             secret_name: Some(k.secret_name.clone()),
             created: k.created.clone(),
             not_before: k.not_before().map(gitseal_keys::cert::fmt_time),
-            not_after: k.pair.cert.not_after().map(gitseal_keys::cert::fmt_time),
+            not_after: k.cert.not_after().map(gitseal_keys::cert::fmt_time),
             state: k.state.as_str().into(),
             pending_backup: k.pending_backup,
             latest: sealing.as_ref() == Some(k.id()),
@@ -180,11 +180,20 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
     if keys.is_empty() {
         return Err(KeyOpError::Conflict("no key to back up yet".into()));
     }
+    // Export is a capability: a key held in a hardware token cannot be in a backup.
+    if let Some(k) = keys.iter().find(|k| !k.decryption.exportable()) {
+        let message = gitseal_keys::Error::NotExportable(k.id().clone()).to_string();
+        let mut rec = AuditLog::record("KeyBackup", AuditOutcome::Failure);
+        rec.caller = Some(caller.clone());
+        rec.key_id = Some(k.id().to_string());
+        rec.reason = Some("NotExportable".into());
+        rec.message = Some(message.clone());
+        shared.audit.write(rec);
+        return Err(KeyOpError::Conflict(format!("{message}: no backup made")));
+    }
     let mut items = Vec::new();
     for k in &keys {
-        let data: serde_json::Map<String, Value> = k
-            .pair
-            .secret_data()
+        let data: serde_json::Map<String, Value> = gitseal_keys::generate::export_secret_data(&k.cert, &k.decryption)
             .map_err(|e| KeyOpError::Failed(e.to_string()))?
             .into_iter()
             .map(|(name, v)| (name.to_string(), Value::from(gitseal_shared::value::encode_base64(&v))))

@@ -450,16 +450,10 @@ pub async fn generate(
     };
     let name = created.metadata.name.clone().unwrap_or_default();
     let id = pair.rsa.id().clone();
-    let decryption = pair.decryption_key()?;
-    shared.registry.upsert(LoadedKey {
-        secret_name: name.clone(),
-        pair,
-        decryption,
-        state: KeyState::Active,
-        bitnami: false,
-        pending_backup,
-        created: created.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
-    });
+    let mut loaded = LoadedKey::from_pair(name.clone(), pair, KeyState::Active)?;
+    loaded.pending_backup = pending_backup;
+    loaded.created = created.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
+    shared.registry.upsert(loaded);
     update_key_metrics(shared);
     let mut rec = AuditLog::record("KeyGenerated", AuditOutcome::Success);
     rec.key_id = Some(id.to_string());

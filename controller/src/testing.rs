@@ -28,16 +28,7 @@ pub fn shared_with(extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc
     let pair =
         gitseal_keys::generate::generate_key_pair(2048, "", time::OffsetDateTime::now_utc(), time::Duration::days(1))
             .expect("key generation");
-    let decryption = pair.decryption_key().expect("decryption key");
-    shared.registry.upsert(LoadedKey {
-        secret_name: "test-key".into(),
-        pair,
-        decryption,
-        state: KeyState::Active,
-        bitnami: false,
-        pending_backup: false,
-        created: None,
-    });
+    shared.registry.upsert(LoadedKey::from_pair("test-key".into(), pair, KeyState::Active).expect("decryption key"));
     Arc::new(shared)
 }
 
