@@ -106,6 +106,21 @@ impl GitsealController {
         host: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_with_env(plane, binary, ns, watch, name, host, extra, &[]).await
+    }
+
+    /// [`Self::start_on`] with extra environment variables (e.g. SOFTHSM2_CONF for a token).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_env(
+        plane: &ControlPlane,
+        binary: &Path,
+        ns: &str,
+        watch: Option<&str>,
+        name: &str,
+        host: &str,
+        extra: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self> {
         let client = plane.client()?;
         install_crds(&client).await?;
         apply_rbac(&client, ns).await?;
@@ -123,7 +138,8 @@ impl GitsealController {
             args.push(format!("--namespaces={w}"));
         }
         args.extend(extra.iter().map(|s| (*s).to_string()));
-        let env = [("KUBECONFIG", sa.kubeconfig_path().display().to_string())];
+        let mut env = vec![("KUBECONFIG".to_string(), sa.kubeconfig_path().display().to_string())];
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
         let process = run_binary(binary, &args, env)?;
         Ok(Self {
             process,
