@@ -191,7 +191,15 @@ impl LoadedKey {
             let cert = Certificate::from_pem(std::str::from_utf8(crt).unwrap_or_default()).map_err(invalid)?;
             let lookup = token.ok_or_else(|| KeySecretError::NoToken(name.clone()))?;
             let rsa = lookup(&cert, annotations).map_err(invalid)?;
-            (cert, DecryptionKey::from_rsa(rsa, None))
+            // An imported key keeps the age identity it had (keys made in a token have none).
+            let age = match get(AGE_KEY) {
+                Some(b) => Some(
+                    gitseal_keys::material::parse_age_identity(std::str::from_utf8(b).unwrap_or_default())
+                        .map_err(|e| KeySecretError::Invalid(name.clone(), e))?,
+                ),
+                None => None,
+            };
+            (cert, DecryptionKey::from_rsa(rsa, age))
         } else {
             let (Some(key), Some(crt)) = (get(TLS_KEY), get(TLS_CRT)) else {
                 return Err(KeySecretError::Incomplete(name));
