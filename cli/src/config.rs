@@ -25,7 +25,9 @@ use gitseal_shared::types::ApiGroup;
 use kube::config::Kubeconfig;
 
 use crate::cli::{self, ApiArg, Cli, Command, FormatArg, KeyType, RecipientArgs, ReportFormat, ScopeArg};
-pub use online::{AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ReadSource, ScanConfig};
+pub use online::{
+    AuditConfig, CertConfig, ClusterConfig, KeyStates, KeysConfig, Output, ReadSource, ScanConfig, TokenFlags,
+};
 
 #[derive(Debug)]
 pub enum Config {

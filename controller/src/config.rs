@@ -185,6 +185,19 @@ pub struct RunArgs {
     /// Private-key operations an API client may save up and spend at once.
     #[arg(long, env = "GITSEAL_API_PRIVATE_OPS_BURST", default_value_t = 200)]
     pub api_private_ops_burst: u32,
+    /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): new sealing keys are generated
+    /// inside its token and never leave it; the key Secret holds only the certificate.
+    #[arg(long, env = "GITSEAL_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the PKCS#11 token to use (default: the first slot with a token).
+    #[arg(long, env = "GITSEAL_PKCS11_TOKEN_LABEL", requires = "pkcs11_module", conflicts_with = "pkcs11_slot")]
+    pub pkcs11_token_label: Option<String>,
+    /// Slot id of the PKCS#11 token to use, instead of its label.
+    #[arg(long, env = "GITSEAL_PKCS11_SLOT", requires = "pkcs11_module")]
+    pub pkcs11_slot: Option<u64>,
+    /// File holding the token's user PIN (a mounted Secret; the PIN is never a flag value).
+    #[arg(long, env = "GITSEAL_PKCS11_PIN_FILE", requires = "pkcs11_module")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Most private-key operations (items × keys tried) one API request may spend; beyond it
     /// the request is refused with 422.
     #[arg(long, env = "GITSEAL_MAX_PRIVATE_OPS_PER_REQUEST", default_value_t = 200)]
@@ -336,6 +349,17 @@ pub struct Config {
     pub log_level: String,
     pub budget: BudgetConfig,
     pub listener: ListenerLimits,
+    /// Keys in a PKCS#11 token (`--pkcs11-module`); `None`: keys in memory.
+    pub pkcs11: Option<Pkcs11Config>,
+}
+
+/// Where the token is; the PIN is read from `pin_file` when the token is opened.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Config {
+    pub module: PathBuf,
+    pub token_label: Option<String>,
+    pub slot: Option<u64>,
+    pub pin_file: PathBuf,
 }
 
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -448,6 +472,16 @@ impl RunArgs {
             audit_webhook,
             log_format: self.log_format,
             log_level: self.log_level,
+            pkcs11: match (self.pkcs11_module, self.pkcs11_pin_file) {
+                (Some(module), Some(pin_file)) => Some(Pkcs11Config {
+                    module,
+                    token_label: self.pkcs11_token_label,
+                    slot: self.pkcs11_slot,
+                    pin_file,
+                }),
+                (Some(_), None) => bail!("--pkcs11-module needs --pkcs11-pin-file (the token's user PIN)"),
+                (None, _) => None,
+            },
             budget: BudgetConfig {
                 threads: usize::from(self.private_key_threads.max(1)),
                 api_queue: self.api_queue,

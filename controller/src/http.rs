@@ -117,7 +117,7 @@ async fn cert(State(s): State<Arc<Shared>>) -> Response {
     match s.registry.sealing() {
         Some(k) => {
             s.metrics.api(Endpoint::Cert, "ok");
-            ([(header::CONTENT_TYPE, "application/x-pem-file")], k.pair.cert.pem().to_string()).into_response()
+            ([(header::CONTENT_TYPE, "application/x-pem-file")], k.cert.pem().to_string()).into_response()
         }
         None => {
             s.metrics.api(Endpoint::Cert, "no_keys");

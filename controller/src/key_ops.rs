@@ -83,12 +83,13 @@ pub fn list(shared: &Shared) -> KeyList {
             secret_name: Some(k.secret_name.clone()),
             created: k.created.clone(),
             not_before: k.not_before().map(gitseal_keys::cert::fmt_time),
-            not_after: k.pair.cert.not_after().map(gitseal_keys::cert::fmt_time),
+            not_after: k.cert.not_after().map(gitseal_keys::cert::fmt_time),
             state: k.state.as_str().into(),
             pending_backup: k.pending_backup,
             latest: sealing.as_ref() == Some(k.id()),
             bitnami: k.bitnami,
             age_recipient: k.decryption.age_recipient().map(|r| r.to_string()),
+            backend: k.decryption.unwrap_path().map(|p| p.as_str().to_string()),
             extra: serde_json::Map::new(),
         })
         .collect();
@@ -180,11 +181,20 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
     if keys.is_empty() {
         return Err(KeyOpError::Conflict("no key to back up yet".into()));
     }
+    // Export is a capability: a key held in a hardware token cannot be in a backup.
+    if let Some(k) = keys.iter().find(|k| !k.decryption.exportable()) {
+        let message = gitseal_keys::Error::NotExportable(k.id().clone()).to_string();
+        let mut rec = AuditLog::record("KeyBackup", AuditOutcome::Failure);
+        rec.caller = Some(caller.clone());
+        rec.key_id = Some(k.id().to_string());
+        rec.reason = Some("NotExportable".into());
+        rec.message = Some(message.clone());
+        shared.audit.write(rec);
+        return Err(KeyOpError::Conflict(format!("{message}: no backup made")));
+    }
     let mut items = Vec::new();
     for k in &keys {
-        let data: serde_json::Map<String, Value> = k
-            .pair
-            .secret_data()
+        let data: serde_json::Map<String, Value> = gitseal_keys::generate::export_secret_data(&k.cert, &k.decryption)
             .map_err(|e| KeyOpError::Failed(e.to_string()))?
             .into_iter()
             .map(|(name, v)| (name.to_string(), Value::from(gitseal_shared::value::encode_base64(&v))))
@@ -230,4 +240,70 @@ pub async fn backup(shared: &Shared, caller: &Caller, recipients: &[String]) -> 
     rec.message = Some(format!("{} keys encrypted to {} recipients", ids.len(), recipients.len()));
     shared.audit.write(rec);
     Ok(BackupStatus { backup: gitseal_shared::value::encode_base64(&out), key_ids: ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gitseal_shared::value::{DecryptionKey, SoftwareRsaKey, UnwrapKey, UnwrapPath};
+
+    use super::*;
+    use crate::registry::LoadedKey;
+    use crate::testing::{Lines, shared_with};
+
+    /// A key that behaves as one held in a token: it unwraps, and cannot be exported.
+    struct HeldInToken(SoftwareRsaKey);
+
+    impl UnwrapKey for HeldInToken {
+        fn key_id(&self) -> &KeyId {
+            self.0.key_id()
+        }
+        fn modulus_bytes(&self) -> usize {
+            self.0.modulus_bytes()
+        }
+        fn path(&self) -> UnwrapPath {
+            UnwrapPath::TokenRawRsa
+        }
+        fn unwrap(&self, wrapped: &[u8], label: &[u8]) -> gitseal_shared::Result<gitseal_shared::SecretBytes> {
+            self.0.unwrap(wrapped, label)
+        }
+        fn export_pkcs8(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_of_a_key_held_in_a_token_is_refused_naming_the_key() {
+        let lines = Lines::default();
+        let shared = shared_with(&[], Box::new(lines.clone()));
+        let pair = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(1),
+        )
+        .unwrap();
+        let held = HeldInToken(SoftwareRsaKey::from_pkcs8(pair.rsa.pkcs8_der()).unwrap());
+        let id = pair.rsa.id().clone();
+        shared.registry.upsert(LoadedKey {
+            secret_name: "token-key".into(),
+            cert: pair.cert,
+            decryption: DecryptionKey::from_rsa(Arc::new(held), None),
+            state: KeyState::Active,
+            bitnami: false,
+            pending_backup: false,
+            created: None,
+            token_object: None,
+        });
+        assert_eq!(list(&shared).items.iter().filter(|k| k.backend.as_deref() == Some("pkcs11-raw-rsa")).count(), 1);
+        let caller = Caller { user: "alice".into(), groups: Vec::new() };
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let err = backup(&shared, &caller, &[recipient]).await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, KeyOpError::Conflict(_)), "{message}");
+        assert!(message.contains(id.as_str()) && message.contains("cannot be exported"), "{message}");
+        assert!(!message.contains('\n'));
+        assert!(lines.text().contains("NotExportable"));
+    }
 }

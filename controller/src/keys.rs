@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::Context as _;
 use futures::StreamExt;
 use gitseal_keys::generate_key_pair;
+use gitseal_keys::material::TLS_CRT;
 use gitseal_shared::KeyId;
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use k8s_openapi::ByteString;
@@ -73,7 +74,13 @@ fn classify(shared: &Shared, secret: &Secret) -> Seen {
     let Some(state) = KeyState::from_labels(secret.metadata.labels.as_ref(), shared.config.bitnami_compat) else {
         return Seen::Other;
     };
-    let key = match LoadedKey::from_secret(secret, state) {
+    let token = shared.token.get();
+    let lookup = |cert: &gitseal_keys::Certificate, a: &std::collections::BTreeMap<String, String>| match token {
+        Some(t) => crate::token::lookup(t, cert, a),
+        None => Err(gitseal_keys::Error::Token("no token".into())),
+    };
+    let key = match LoadedKey::from_secret_in(secret, state, token.map(|_| &lookup as crate::registry::TokenLookup<'_>))
+    {
         Ok(k) => k,
         Err(e) => {
             let problem = crate::error::report(&e);
@@ -428,7 +435,17 @@ fn digest_key_secret_lost(shared: &Arc<Shared>, key: Arc<DigestKey>) {
 /// The key Secret as the controller would have written it: the state in gitseal's label (and
 /// Bitnami's for an active or revoked key), the key material, the pending-backup mark.
 fn restored_key_secret(shared: &Shared, key: &LoadedKey) -> crate::error::Result<Secret> {
-    let data = key.pair.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
+    // A key in a token: the Secret only ever held its certificate and the token object's name.
+    let (data, type_) = match &key.token_object {
+        Some(_) => ([(TLS_CRT.to_string(), ByteString(key.cert.pem().as_bytes().to_vec()))].into(), "Opaque"),
+        None => (
+            gitseal_keys::generate::export_secret_data(&key.cert, &key.decryption)?
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+            "kubernetes.io/tls",
+        ),
+    };
     let mut labels = std::collections::BTreeMap::new();
     let bitnami_state = match key.state {
         KeyState::Active => Some("active"),
@@ -448,6 +465,7 @@ fn restored_key_secret(shared: &Shared, key: &LoadedKey) -> crate::error::Result
     if key.pending_backup {
         annotations.insert(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string());
     }
+    annotations.extend(key.token_object.clone().unwrap_or_default());
     Ok(Secret {
         metadata: ObjectMeta {
             name: Some(key.secret_name.clone()),
@@ -456,7 +474,7 @@ fn restored_key_secret(shared: &Shared, key: &LoadedKey) -> crate::error::Result
             annotations: Some(annotations),
             ..Default::default()
         },
-        type_: Some("kubernetes.io/tls".into()),
+        type_: Some(type_.into()),
         data: Some(data),
         ..Default::default()
     })
@@ -575,6 +593,16 @@ pub fn update_key_metrics(shared: &Shared) {
             .get_or_create(&crate::metrics::StateLabels { state: state.as_str() })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    let mut backends: std::collections::BTreeMap<&'static str, i64> =
+        [("memory", 0), ("pkcs11-oaep", 0), ("pkcs11-raw-rsa", 0)].into();
+    for k in all.iter().filter(|k| k.state != KeyState::Revoked) {
+        if let Some(p) = k.decryption.unwrap_path() {
+            *backends.entry(p.as_str()).or_default() += 1;
+        }
+    }
+    for (backend, n) in backends {
+        shared.metrics.key_backends.get_or_create(&crate::metrics::BackendLabels { backend }).set(n);
+    }
     let refused = shared.registry.refused().len();
     shared
         .metrics
@@ -601,31 +629,35 @@ pub async fn generate(
         Some(newest) if newest >= now => newest + time::Duration::seconds(1),
         _ => now,
     };
-    let pair = tokio::task::spawn_blocking(move || generate_key_pair(bits, &cn, not_before, ttl))
-        .await
-        .context("key generation task failed")??;
-    let data = pair.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
-    let labels = [(GITSEAL_KEY_LABEL, "active"), (BITNAMI_KEY_LABEL, "active")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     // Only a renewal waits for a backup: the very first key has nothing to stand in for it.
     let renewal = shared.registry.latest().is_some();
-    let pending_backup = cfg.require_key_backup && renewal;
-    let annotations =
-        pending_backup.then(|| [(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string())].into());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            generate_name: Some(cfg.key_prefix.clone()),
-            namespace: Some(cfg.namespace.clone()),
-            labels: Some(labels),
-            annotations,
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(data),
-        ..Default::default()
+    let (generated, secret) = match shared.token.get() {
+        Some(token) => {
+            // In the token: the Secret holds the certificate and the object's name only. It
+            // cannot be backed up, so it never waits for a backup.
+            let token = token.clone();
+            let (cert, object) = tokio::task::spawn_blocking(move || token.generate(bits, &cn, not_before, ttl))
+                .await
+                .context("key generation task failed")??;
+            let data = [(TLS_CRT.to_string(), ByteString(cert.pem().as_bytes().to_vec()))].into();
+            let secret =
+                key_secret(cfg, &[(GITSEAL_KEY_LABEL, "active")], crate::token::annotations(&object), "Opaque", data);
+            (Generated::Token(cert, object), secret)
+        }
+        None => {
+            let pair = tokio::task::spawn_blocking(move || generate_key_pair(bits, &cn, not_before, ttl))
+                .await
+                .context("key generation task failed")??;
+            let data = pair.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
+            let mut annotations = std::collections::BTreeMap::new();
+            if cfg.require_key_backup && renewal {
+                annotations.insert(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string());
+            }
+            let labels = [(GITSEAL_KEY_LABEL, "active"), (BITNAMI_KEY_LABEL, "active")];
+            (Generated::Memory(Box::new(pair)), key_secret(cfg, &labels, annotations, "kubernetes.io/tls", data))
+        }
     };
+    let pending_backup = matches!(generated, Generated::Memory(_)) && cfg.require_key_backup && renewal;
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &cfg.namespace);
     let created = match api.create(&PostParams::default(), &secret).await {
         Ok(s) => s,
@@ -639,17 +671,27 @@ pub async fn generate(
         }
     };
     let name = created.metadata.name.clone().unwrap_or_default();
-    let id = pair.rsa.id().clone();
-    let decryption = pair.decryption_key()?;
-    shared.registry.upsert(LoadedKey {
-        secret_name: name.clone(),
-        pair,
-        decryption,
-        state: KeyState::Active,
-        bitnami: false,
-        pending_backup,
-        created: created.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
-    });
+    let mut loaded = match generated {
+        Generated::Memory(pair) => LoadedKey::from_pair(name.clone(), *pair, KeyState::Active)?,
+        Generated::Token(cert, object) => {
+            let token = shared.token.get().context("the PKCS#11 token is gone")?;
+            let key = token.key(&object, &cert)?;
+            LoadedKey {
+                secret_name: name.clone(),
+                cert,
+                decryption: gitseal_shared::value::DecryptionKey::from_rsa(key, None),
+                state: KeyState::Active,
+                bitnami: false,
+                pending_backup: false,
+                created: None,
+                token_object: Some(crate::token::annotations(&object)),
+            }
+        }
+    };
+    let id = loaded.id().clone();
+    loaded.pending_backup = pending_backup;
+    loaded.created = created.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
+    shared.registry.upsert(loaded);
     update_key_metrics(shared);
     let mut rec = AuditLog::record("KeyGenerated", AuditOutcome::Success);
     rec.key_id = Some(id.to_string());
@@ -663,6 +705,33 @@ pub async fn generate(
         tracing::warn!(error = %crate::error::report(&e), "digest key not rotated; keeping the current one");
     }
     Ok(id)
+}
+
+/// A new key before it is registered.
+enum Generated {
+    Memory(Box<gitseal_keys::KeyPair>),
+    Token(gitseal_keys::Certificate, gitseal_keys::pkcs11::ObjectRef),
+}
+
+fn key_secret(
+    cfg: &crate::config::Config,
+    labels: &[(&str, &str)],
+    annotations: std::collections::BTreeMap<String, String>,
+    type_: &str,
+    data: std::collections::BTreeMap<String, ByteString>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            generate_name: Some(cfg.key_prefix.clone()),
+            namespace: Some(cfg.namespace.clone()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..Default::default()
+        },
+        type_: Some(type_.into()),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 /// Leader only: make the first key, honour the cutoff, and renew every period.

@@ -31,6 +31,7 @@ pub mod shard;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
+pub mod token;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -75,6 +76,8 @@ pub struct Shared {
     pub leading: AtomicBool,
     /// With `--shards` > 1: the shards this replica holds (see [`shard`]).
     pub shards: Option<Arc<shard::Shards>>,
+    /// The PKCS#11 token new keys are made in (`--pkcs11-module`), once opened.
+    pub token: std::sync::OnceLock<Arc<gitseal_keys::pkcs11::Token>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -110,6 +113,7 @@ impl Shared {
             watches_pending: AtomicI64::new(0),
             leading: AtomicBool::new(false),
             shards,
+            token: std::sync::OnceLock::new(),
             config,
         }
     }
@@ -187,6 +191,13 @@ pub async fn run(config: Config) -> crate::error::Result<()> {
         .context("cannot reach the Kubernetes API (no in-cluster config and no usable KUBECONFIG)")?;
     let audit = open_audit_retrying(&client, &config).await?;
     let shared = Arc::new(Shared::new(client, config, audit));
+    if let Some(p11) = shared.config.pkcs11.clone() {
+        let sessions = shared.config.budget.threads;
+        let token = tokio::task::spawn_blocking(move || token::open(&p11, sessions))
+            .await
+            .context("the PKCS#11 open task failed")??;
+        let _ = shared.token.set(token);
+    }
     let mut rec = AuditLog::record("ControllerStarted", AuditOutcome::Success);
     rec.message = Some(format!("namespace {}", shared.config.namespace));
     shared.audit.write(rec);

@@ -24,6 +24,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
 }
@@ -80,6 +85,8 @@ pub struct Metrics {
     pub unseal_duration: Histogram,
     pub private_key_ops: Family<PrivateOpLabels, Counter>,
     pub keys_loaded: Family<StateLabels, Gauge>,
+    /// Usable keys by where their RSA unwrap runs (`memory`, `pkcs11-oaep`, `pkcs11-raw-rsa`).
+    pub key_backends: Family<BackendLabels, Gauge>,
     pub latest_key_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub reconciles_in_flight: Gauge,
     pub revoked_sealed_secrets: Gauge,
@@ -125,6 +132,7 @@ impl Default for Metrics {
             unseal_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             private_key_ops: Family::default(),
             keys_loaded: Family::default(),
+            key_backends: Family::default(),
             latest_key_age_seconds: Gauge::default(),
             reconciles_in_flight: Gauge::default(),
             revoked_sealed_secrets: Gauge::default(),
@@ -166,6 +174,11 @@ impl Default for Metrics {
             m.private_key_ops.clone(),
         );
         registry.register("keys", "Sealing keys loaded, by state", m.keys_loaded.clone());
+        registry.register(
+            "key_backends",
+            "Usable sealing keys by where RSA unwraps run (memory, pkcs11-oaep, pkcs11-raw-rsa)",
+            m.key_backends.clone(),
+        );
         registry.register(
             "latest_key_age_seconds",
             "Age of the newest active sealing key",

@@ -19,10 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
-use gitseal_keys::KeyPair;
-use gitseal_keys::material::{AGE_KEY, TLS_CRT, TLS_KEY};
+use gitseal_keys::material::{
+    AGE_KEY, KEY_BACKEND_ANNOTATION, PKCS11_BACKEND, PKCS11_ID_ANNOTATION, PKCS11_LABEL_ANNOTATION, TLS_CRT, TLS_KEY,
+};
+use gitseal_keys::{Certificate, KeyPair};
 use gitseal_shared::KeyId;
-use gitseal_shared::value::DecryptionKey;
+use gitseal_shared::value::{DecryptionKey, UnwrapKey};
 use k8s_openapi::api::core::v1::Secret;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -109,11 +111,12 @@ impl KeyState {
     }
 }
 
-/// One loaded key.
+/// One loaded key. The private key is held once, behind [`DecryptionKey`] (in memory, or a
+/// handle on a token object); the certificate is public.
 #[derive(Debug)]
 pub struct LoadedKey {
     pub secret_name: String,
-    pub pair: KeyPair,
+    pub cert: Certificate,
     pub decryption: DecryptionKey,
     pub state: KeyState,
     /// Whether the Secret came from Bitnami's controller (no gitseal label).
@@ -122,6 +125,9 @@ pub struct LoadedKey {
     pub pending_backup: bool,
     /// The key Secret's creation time, RFC 3339.
     pub created: Option<String>,
+    /// For a key held in a PKCS#11 token: the annotations naming its token object (backend, CKA_ID,
+    /// CKA_LABEL), so a deleted key Secret can be written back from memory.
+    pub token_object: Option<BTreeMap<String, String>>,
 }
 
 /// Why a key Secret cannot be loaded. Messages name the Secret and never echo key material.
@@ -134,7 +140,13 @@ pub enum KeySecretError {
     Incomplete(String),
     #[error("key Secret {0}")]
     Invalid(String, #[source] gitseal_keys::Error),
+    #[error("key Secret {0} names a key in a PKCS#11 token, and the controller runs without --pkcs11-module")]
+    NoToken(String),
 }
+
+/// Finds the token object a key Secret names (its annotations) for the key of `cert`.
+pub type TokenLookup<'a> =
+    &'a dyn Fn(&Certificate, &BTreeMap<String, String>) -> Result<Arc<dyn UnwrapKey>, gitseal_keys::Error>;
 
 impl LoadedKey {
     pub fn id(&self) -> &KeyId {
@@ -142,45 +154,93 @@ impl LoadedKey {
     }
 
     pub fn not_before(&self) -> Option<OffsetDateTime> {
-        self.pair.cert.not_before()
+        self.cert.not_before()
     }
 
-    /// Parse a key Secret. Errors say what is wrong without echoing key material.
+    /// A key in memory, from a generated or parsed pair (whose PKCS#8 copy is dropped here).
+    pub fn from_pair(secret_name: String, pair: KeyPair, state: KeyState) -> Result<LoadedKey, gitseal_keys::Error> {
+        let decryption = pair.decryption_key()?;
+        Ok(LoadedKey {
+            secret_name,
+            cert: pair.cert,
+            decryption,
+            state,
+            bitnami: false,
+            pending_backup: false,
+            created: None,
+            token_object: None,
+        })
+    }
+
+    /// Parse a key Secret holding its private key (`tls.key`). Errors say what is wrong
+    /// without echoing key material.
     pub fn from_secret(secret: &Secret, state: KeyState) -> Result<LoadedKey, KeySecretError> {
+        Self::from_secret_in(secret, state, None)
+    }
+
+    /// Parse a key Secret; one marked `gitseal.dev/key-backend: pkcs11` holds only the
+    /// certificate and names its token object, found through `token`.
+    pub fn from_secret_in(
+        secret: &Secret,
+        state: KeyState,
+        token: Option<TokenLookup<'_>>,
+    ) -> Result<LoadedKey, KeySecretError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
         let data = secret.data.as_ref().ok_or_else(|| KeySecretError::NoData(name.clone()))?;
         let get = |k: &str| data.get(k).map(|b| b.0.as_slice());
-        let (Some(key), Some(crt)) = (get(TLS_KEY), get(TLS_CRT)) else {
-            return Err(KeySecretError::Incomplete(name));
+        let empty = BTreeMap::new();
+        let annotations = secret.metadata.annotations.as_ref().unwrap_or(&empty);
+        let in_token = annotations.get(KEY_BACKEND_ANNOTATION).map(String::as_str) == Some(PKCS11_BACKEND);
+        let token_object = in_token.then(|| {
+            annotations
+                .iter()
+                .filter(|(k, _)| {
+                    [KEY_BACKEND_ANNOTATION, PKCS11_ID_ANNOTATION, PKCS11_LABEL_ANNOTATION].contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
+        let (cert, decryption) = if in_token {
+            let crt = get(TLS_CRT).ok_or_else(|| KeySecretError::Incomplete(name.clone()))?;
+            let invalid = |e| KeySecretError::Invalid(name.clone(), e);
+            let cert = Certificate::from_pem(std::str::from_utf8(crt).unwrap_or_default()).map_err(invalid)?;
+            let lookup = token.ok_or_else(|| KeySecretError::NoToken(name.clone()))?;
+            let rsa = lookup(&cert, annotations).map_err(invalid)?;
+            // An imported key keeps the age identity it had (keys made in a token have none).
+            let age = match get(AGE_KEY) {
+                Some(b) => Some(
+                    gitseal_keys::material::parse_age_identity(std::str::from_utf8(b).unwrap_or_default())
+                        .map_err(|e| KeySecretError::Invalid(name.clone(), e))?,
+                ),
+                None => None,
+            };
+            (cert, DecryptionKey::from_rsa(rsa, age))
+        } else {
+            let (Some(key), Some(crt)) = (get(TLS_KEY), get(TLS_CRT)) else {
+                return Err(KeySecretError::Incomplete(name));
+            };
+            let pair = KeyPair::from_secret_data(key, crt, get(AGE_KEY))
+                .map_err(|e| KeySecretError::Invalid(name.clone(), e))?;
+            let decryption = pair.decryption_key().map_err(|e| KeySecretError::Invalid(name.clone(), e))?;
+            (pair.cert, decryption)
         };
-        let pair =
-            KeyPair::from_secret_data(key, crt, get(AGE_KEY)).map_err(|e| KeySecretError::Invalid(name.clone(), e))?;
-        let decryption = pair.decryption_key().map_err(|e| KeySecretError::Invalid(name.clone(), e))?;
         let bitnami = secret.metadata.labels.as_ref().is_none_or(|l| !l.contains_key(GITSEAL_KEY_LABEL));
-        let pending_backup = secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PENDING_BACKUP_ANNOTATION))
-            .is_some_and(|v| v == "true");
+        let pending_backup = annotations.get(PENDING_BACKUP_ANNOTATION).is_some_and(|v| v == "true");
         let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
-        Ok(LoadedKey { secret_name: name, pair, decryption, state, bitnami, pending_backup, created })
+        Ok(LoadedKey { secret_name: name, cert, decryption, state, bitnami, pending_backup, created, token_object })
     }
 
-    /// The same key in another state (a copy of the key material).
+    /// The same key in another state (the key itself is shared, not copied).
     fn restated(&self, state: KeyState) -> Option<LoadedKey> {
-        let data = self.pair.secret_data().ok()?;
-        let get = |k: &str| data.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_slice());
-        let pair = KeyPair::from_secret_data(get(TLS_KEY)?, get(TLS_CRT)?, get(AGE_KEY)).ok()?;
-        let decryption = pair.decryption_key().ok()?;
         Some(LoadedKey {
             secret_name: self.secret_name.clone(),
-            pair,
-            decryption,
+            cert: Certificate::from_pem(self.cert.pem()).ok()?,
+            decryption: self.decryption.clone(),
             state,
             bitnami: self.bitnami,
             pending_backup: self.pending_backup,
             created: self.created.clone(),
+            token_object: self.token_object.clone(),
         })
     }
 }
@@ -278,7 +338,7 @@ impl Registry {
                 k.pending_backup = pending;
                 view.push(Arc::new(k));
             } else {
-                // Cannot copy the key material: leave the key out rather than use it.
+                // Cannot re-read the certificate: leave the key out rather than use it.
                 tracing::warn!(secret = %first.secret_name, "cannot restate a key; leaving it out");
             }
         }

@@ -171,7 +171,7 @@ pub fn rotate(
 ) -> Result<(SealedSecretObject, Vec<KeyId>), RotateError> {
     let latest = shared.registry.sealing().ok_or(RotateError::Service(ServiceError::NoKeys))?;
     let internal = |e: &dyn std::fmt::Display| RotateError::Service(ServiceError::Internal(e.to_string()));
-    let recipient = latest.pair.cert.recipient().map_err(|e| internal(&e))?;
+    let recipient = latest.cert.recipient().map_err(|e| internal(&e))?;
     let recipients = RecipientSet::new(vec![recipient]).map_err(|e| internal(&e))?;
     let usable = shared.registry.usable();
     let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();

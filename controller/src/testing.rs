@@ -36,16 +36,7 @@ pub fn shared_on(client: kube::Client, extra: &[&str], audit: Box<dyn std::io::W
         time::Duration::days(1),
     )
     .expect("key generation");
-    let decryption = pair.decryption_key().expect("decryption key");
-    shared.registry.upsert(LoadedKey {
-        secret_name: "test-key".into(),
-        pair,
-        decryption,
-        state: KeyState::Active,
-        bitnami: false,
-        pending_backup: false,
-        created: None,
-    });
+    shared.registry.upsert(LoadedKey::from_pair("test-key".into(), pair, KeyState::Active).expect("decryption key"));
     Arc::new(shared)
 }
 

@@ -17,6 +17,12 @@ pub enum Error {
     NoPrivateKey,
     #[error("invalid age recipient {0:?}: expected age1… (X25519)")]
     BadRecipient(String),
+    /// Export (a backup) of a key that cannot leave its hardware token.
+    #[error("key {0} is held in a hardware token and cannot be exported; back up the token instead")]
+    NotExportable(gitseal_shared::KeyId),
+    /// The PKCS#11 module, the token, or an operation in it failed.
+    #[error("PKCS#11: {0}")]
+    Token(String),
     #[error("key generation failed: {0}")]
     Generate(String),
     #[error(transparent)]

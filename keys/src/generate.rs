@@ -51,6 +51,17 @@ pub fn generate_key_pair(bits: RsaBits, common_name: &str, now: OffsetDateTime, 
 pub fn self_signed(pkcs8: &[u8], common_name: &str, now: OffsetDateTime, ttl: Duration) -> Result<Certificate> {
     let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.into(), &PKCS_RSA_SHA256)
         .map_err(|e| Error::Generate(format!("cannot sign with the key ({e})")))?;
+    self_signed_with(&signer, common_name, now, ttl)
+}
+
+/// The Bitnami-shaped self-signed certificate, signed by any [`rcgen::SigningKey`] (a key in
+/// memory, or one in a hardware token).
+pub fn self_signed_with(
+    signer: &impl rcgen::SigningKey,
+    common_name: &str,
+    now: OffsetDateTime,
+    ttl: Duration,
+) -> Result<Certificate> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if !common_name.is_empty() {
@@ -65,7 +76,7 @@ pub fn self_signed(pkcs8: &[u8], common_name: &str, now: OffsetDateTime, ttl: Du
     params.not_after = now + ttl;
     params.key_usages = vec![KeyUsagePurpose::EncipherOnly];
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&signer).map_err(|e| Error::Generate(format!("certificate signing failed ({e})")))?;
+    let cert = params.self_signed(signer).map_err(|e| Error::Generate(format!("certificate signing failed ({e})")))?;
     Certificate::from_der(cert.der())
 }
 
@@ -104,6 +115,19 @@ impl KeyPair {
     }
 }
 
+/// The data of the key Secret of a loaded key, when it may leave its backend: as
+/// [`KeyPair::secret_data`]. A key held in a hardware token is [`Error::NotExportable`].
+pub fn export_secret_data(cert: &Certificate, key: &gitseal_shared::value::DecryptionKey) -> Result<SecretData> {
+    let rsa = key.rsa().ok_or(Error::NoPrivateKey)?;
+    let pkcs8 = rsa.export_pkcs8().ok_or_else(|| Error::NotExportable(key.id().clone()))?;
+    let pair = KeyPair {
+        rsa: RsaPrivateKey::from_pkcs8_der(&pkcs8)?,
+        cert: Certificate::from_pem(cert.pem())?,
+        age: key.age_identity().cloned(),
+    };
+    pair.secret_data()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +156,10 @@ mod tests {
         let back = KeyPair::from_secret_data(get(TLS_KEY), get(TLS_CRT), Some(get(AGE_KEY))).unwrap();
         assert_eq!(back.rsa.id(), kp.rsa.id());
         assert!(format!("{back:?}").contains("KeyPair") && !format!("{back:?}").contains("PRIVATE"));
+        let exported = export_secret_data(&back.cert, &back.decryption_key().unwrap()).unwrap();
+        assert_eq!(
+            exported.iter().map(|(n, v)| (*n, v.to_vec())).collect::<Vec<_>>(),
+            data.iter().map(|(n, v)| (*n, v.to_vec())).collect::<Vec<_>>()
+        );
     }
 }

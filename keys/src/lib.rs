@@ -5,7 +5,8 @@
 //! a PKCS#1 `tls.key` and a self-signed `tls.crt`), plus gitseal's X25519 age identity under
 //! `age.key`, so a backup restores into either controller. RSA private operations run on
 //! aws-lc-rs (constant time); private bytes live in zeroizing buffers and never reach `Debug`.
-//! This crate is synchronous and reads no files: callers pass text in.
+//! This crate is synchronous and reads no files: callers pass text in — except [`pkcs11`],
+//! which calls into the PKCS#11 module its caller names (keys that never leave a token).
 
 pub mod bits;
 pub mod cert;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod generate;
 pub mod keyring;
 pub mod material;
+pub mod pkcs11;
 pub mod policy;
 pub mod recipients;
 

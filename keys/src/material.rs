@@ -19,6 +19,17 @@ pub const TLS_KEY: &str = "tls.key";
 pub const TLS_CRT: &str = "tls.crt";
 pub const AGE_KEY: &str = "age.key";
 
+/// Annotation on a key Secret whose private key lives elsewhere than its `tls.key`.
+pub const KEY_BACKEND_ANNOTATION: &str = "gitseal.dev/key-backend";
+/// [`KEY_BACKEND_ANNOTATION`] value: the key is an object of a PKCS#11 token; the Secret holds
+/// only `tls.crt` and the object's CKA_ID and CKA_LABEL ([`PKCS11_ID_ANNOTATION`],
+/// [`PKCS11_LABEL_ANNOTATION`]).
+pub const PKCS11_BACKEND: &str = "pkcs11";
+/// The token object's CKA_ID, lowercase hex.
+pub const PKCS11_ID_ANNOTATION: &str = "gitseal.dev/pkcs11-id";
+/// The token object's CKA_LABEL.
+pub const PKCS11_LABEL_ANNOTATION: &str = "gitseal.dev/pkcs11-label";
+
 /// An RSA private key, held as PKCS#8 DER in a zeroizing buffer.
 #[derive(Clone)]
 pub struct RsaPrivateKey {

@@ -252,6 +252,9 @@ pub struct KeyInfo {
     pub bitnami: bool,
     #[serde(default)]
     pub age_recipient: Option<String>,
+    /// Where the key's RSA unwrap runs: `memory`, `pkcs11-oaep` or `pkcs11-raw-rsa`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Fields a newer controller sends that this build does not know, kept for `-o json`.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,

@@ -25,6 +25,10 @@ pub enum Error {
     MissingTarget(String),
     #[error("invalid public key: {0}")]
     InvalidKey(&'static str),
+    /// The private key's backend (a hardware token) cannot be reached now; nothing was
+    /// learnt about the value. Retried, never reported as a decryption failure.
+    #[error("the private key's token is unavailable ({0}); will retry")]
+    KeyUnavailable(&'static str),
     #[error("no recipients: give at least one certificate or age recipient")]
     NoRecipients,
     #[error("{0}")]

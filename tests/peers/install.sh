@@ -109,6 +109,16 @@ for peer in $want; do
   esac
 done
 
+# SoftHSM2, the PKCS#11 token of the key-custody tests: a Debian package, not a Go build.
+if ! command -v softhsm2-util >/dev/null || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing softhsm2 (apt-get)"
+    apt-get update -qq && apt-get install -y -qq softhsm2
+  else
+    log "softhsm2 is missing: install it (apt-get install softhsm2) for the PKCS#11 tests"
+  fi
+fi
+
 # One file the Rust harness reads to find every binary, whatever the versions are.
 cat > "$cache/peers.env" <<ENV
 GITSEAL_ETCD=$cache/etcd-$ETCD_VERSION/etcd

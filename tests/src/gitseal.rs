@@ -113,8 +113,23 @@ impl GitsealController {
         host: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_with_env(plane, binary, ns, watch, name, host, extra, &[]).await
+    }
+
+    /// [`Self::start_on`] with extra environment variables (e.g. SOFTHSM2_CONF for a token).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with_env(
+        plane: &ControlPlane,
+        binary: &Path,
+        ns: &str,
+        watch: Option<&str>,
+        name: &str,
+        host: &str,
+        extra: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self> {
         install_crds(&plane.client()?).await?;
-        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra).await
+        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra, extra_env).await
     }
 
     /// [`Self::start_on`] with the controller's kubeconfig pointing at `server` instead of the
@@ -131,7 +146,7 @@ impl GitsealController {
         extra: &[&str],
     ) -> Result<Self> {
         install_crds(&plane.client()?).await?;
-        Self::launch_via(plane, binary, ns, watch, name, host, server, extra).await
+        Self::launch_via(plane, binary, ns, watch, name, host, server, extra, &[]).await
     }
 
     /// [`Self::start_on`] without installing CRDs: the caller installs the ones it wants (the
@@ -145,7 +160,7 @@ impl GitsealController {
         host: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra).await
+        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra, &[]).await
     }
 
     /// [`Self::launch`] with the controller's kubeconfig pointing at `server`.
@@ -159,6 +174,7 @@ impl GitsealController {
         host: &str,
         server: &str,
         extra: &[&str],
+        extra_env: &[(&str, &str)],
     ) -> Result<Self> {
         let client = plane.client()?;
         apply_rbac(&client, ns).await?;
@@ -176,7 +192,8 @@ impl GitsealController {
             args.push(format!("--namespaces={w}"));
         }
         args.extend(extra.iter().map(|s| (*s).to_string()));
-        let env = [("KUBECONFIG", sa.kubeconfig_path().display().to_string())];
+        let mut env = vec![("KUBECONFIG".to_string(), sa.kubeconfig_path().display().to_string())];
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
         let process = run_binary(binary, &args, env)?;
         Ok(Self {
             process,

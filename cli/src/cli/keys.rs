@@ -35,6 +35,45 @@ pub enum KeysCommand {
     Revoke(KeyIdArgs),
     /// Which keys the SealedSecrets in a tree are sealed for (offline, from the key-id annotation)
     Usage(KeysUsageArgs),
+    /// Move a key Secret's private key into a PKCS#11 token, then drop its plaintext tls.key
+    ImportToToken(KeysImportArgs),
+}
+
+const IMPORT_HELP: &str = "\
+Examples:
+  gitseal keys import-to-token gitseal-key-x7k2p \\
+    --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token-label gitseal --pkcs11-pin-file pin
+
+The key is created in the token as a sensitive, non-extractable object (where the token allows
+importing private keys). Only after a test unwrap through the token succeeds is the key Secret
+replaced by <name>-pkcs11, which holds the certificate and the token object's id but no tls.key.
+The controller must run with the same token (--pkcs11-module) to use it.";
+
+#[derive(Debug, Args)]
+#[command(after_help = IMPORT_HELP)]
+pub struct KeysImportArgs {
+    /// Name of the key Secret in the controller namespace
+    #[arg(value_name = "SECRET")]
+    pub secret: String,
+
+    /// PKCS#11 module of the token
+    #[arg(long, value_name = "PATH", env = "GITSEAL_PKCS11_MODULE")]
+    pub pkcs11_module: PathBuf,
+
+    /// Label of the token (default: the first slot with a token)
+    #[arg(long, value_name = "LABEL", env = "GITSEAL_PKCS11_TOKEN_LABEL", conflicts_with = "pkcs11_slot")]
+    pub pkcs11_token_label: Option<String>,
+
+    /// Slot id of the token, instead of its label
+    #[arg(long, value_name = "ID", env = "GITSEAL_PKCS11_SLOT")]
+    pub pkcs11_slot: Option<u64>,
+
+    /// File holding the token's user PIN (never the PIN itself on the command line)
+    #[arg(long, value_name = "FILE", env = "GITSEAL_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: PathBuf,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]

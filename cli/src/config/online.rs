@@ -91,6 +91,16 @@ pub enum KeysConfig {
     Retire { key_id: String, cluster: ClusterConfig },
     Revoke { key_id: String, cluster: ClusterConfig },
     Usage { paths: Vec<PathBuf>, online: Option<ClusterConfig>, output: Output },
+    ImportToToken { secret: String, token: TokenFlags, cluster: ClusterConfig },
+}
+
+/// Where a PKCS#11 token is (`keys import-to-token`).
+#[derive(Debug)]
+pub struct TokenFlags {
+    pub module: PathBuf,
+    pub token_label: Option<String>,
+    pub slot: Option<u64>,
+    pub pin_file: PathBuf,
 }
 
 /// What `gitseal audit` keeps.
@@ -201,6 +211,16 @@ pub fn keys(c: KeysCommand) -> Result<KeysConfig, clap::Error> {
         },
         KeysCommand::Retire(a) => KeysConfig::Retire { key_id: a.key_id, cluster: cluster(a.cluster) },
         KeysCommand::Revoke(a) => KeysConfig::Revoke { key_id: a.key_id, cluster: cluster(a.cluster) },
+        KeysCommand::ImportToToken(a) => KeysConfig::ImportToToken {
+            secret: a.secret,
+            token: TokenFlags {
+                module: a.pkcs11_module,
+                token_label: a.pkcs11_token_label,
+                slot: a.pkcs11_slot,
+                pin_file: a.pkcs11_pin_file,
+            },
+            cluster: cluster(a.cluster),
+        },
         KeysCommand::Usage(a) => KeysConfig::Usage {
             online: a.online.then(|| ClusterConfig::from_args(a.cluster, a.namespace.namespace)),
             paths: a.paths,

@@ -48,7 +48,7 @@ async fn run(script: Vec<Step>, deleting: bool) -> Run {
     let audit = Lines::default();
     let shared = shared_on(client, &[], Box::new(audit.clone()));
     shared.registry.set_digest_key(DigestKey::generate().expect("digest key"));
-    let recipient = shared.registry.usable().first().expect("fixture key").pair.cert.recipient().expect("recipient");
+    let recipient = shared.registry.usable().first().expect("fixture key").cert.recipient().expect("recipient");
     let doc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "app"},
                      "stringData": {"password": "hunter2"}});
     let plain = PlainSecret::from_value(&doc).expect("plain Secret");

@@ -38,10 +38,21 @@ impl Gitseal {
     }
 
     pub async fn start_named(plane: &ControlPlane, ns: &str, name: &str, extra: &[&str]) -> anyhow::Result<Gitseal> {
+        Self::start_with_env(plane, ns, name, extra, &[]).await
+    }
+
+    /// [`Self::start_named`] with extra environment variables.
+    pub async fn start_with_env(
+        plane: &ControlPlane,
+        ns: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Gitseal> {
         let mut args = vec!["--key-size=2048", "--log-level=info,gitseal_controller=debug"];
         args.extend_from_slice(extra);
         let binary = Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
-        let c = GitsealController::start(plane, binary, ns, Some(ns), name, &args).await?;
+        let c = GitsealController::start_with_env(plane, binary, ns, Some(ns), name, "127.0.0.1", &args, env).await?;
         Ok(Gitseal { process: c.process, api: c.api, metrics: c.metrics, audit_log: c.audit_log })
     }
 

@@ -20,6 +20,7 @@ mod first_use;
 mod keys;
 mod kubeseal_proxy;
 mod leader;
+mod pkcs11;
 mod rollout;
 mod seal_page;
 mod shards;

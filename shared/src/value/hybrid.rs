@@ -7,9 +7,10 @@
 //! nonce safe; [`encrypt`] never reuses one. The scope is bound only through the OAEP label.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey};
+use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey};
 use zeroize::Zeroizing;
 
+use super::unwrap::UnwrapKey;
 use crate::{Error, Result, SecretBytes};
 
 const SESSION_KEY_LEN: usize = 32;
@@ -58,22 +59,19 @@ pub fn split(value: &[u8]) -> Result<(&[u8], &[u8])> {
     Ok(rest.split_at(rsa_len))
 }
 
-/// Open a value with one private key. Any failure after [`split`] is [`Error::DecryptionFailed`].
-pub fn decrypt(key: &OaepPrivateDecryptingKey, label: &[u8], value: &[u8]) -> Result<SecretBytes> {
+/// Open a value with one private key. Any failure after [`split`] is [`Error::DecryptionFailed`]
+/// (or [`Error::KeyUnavailable`] when the key's token cannot be reached).
+pub fn decrypt(key: &dyn UnwrapKey, label: &[u8], value: &[u8]) -> Result<SecretBytes> {
     let (wrapped, sealed) = split(value)?;
-    if wrapped.len() != key.key_size_bytes() {
+    if wrapped.len() != key.modulus_bytes() {
         // Sealed for a key of another size: certainly not this key, and no private op spent.
         return Err(Error::DecryptionFailed);
     }
-    let mut session = Zeroizing::new(vec![0u8; key.min_output_size()]);
-    let len = key
-        .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut session, oaep_label(label))
-        .map_err(|_| Error::DecryptionFailed)?
-        .len();
-    if len != SESSION_KEY_LEN {
+    let session = key.unwrap(wrapped, label)?;
+    if session.len() != SESSION_KEY_LEN {
         return Err(Error::DecryptionFailed);
     }
-    let aead = aead_key(&session[..len]).map_err(|_| Error::DecryptionFailed)?;
+    let aead = aead_key(session.expose()).map_err(|_| Error::DecryptionFailed)?;
     let mut body = Zeroizing::new(sealed.to_vec());
     let plain = aead
         .open_in_place(Nonce::assume_unique_for_key([0u8; 12]), Aad::empty(), &mut body)

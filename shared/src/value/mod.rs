@@ -8,19 +8,22 @@
 
 pub mod hybrid;
 pub mod multi;
+pub mod oaep;
 mod rsa_stanza;
+pub mod unwrap;
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::Arc;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey};
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::{Error, KeyId, Result, SecretBytes, Target};
 
 pub use rsa_stanza::TAG as RSA_STANZA_TAG;
+pub use unwrap::{SoftwareRsaKey, UnwrapKey, UnwrapPath};
 
 /// The two value formats, told apart from the decoded bytes alone: an age file starts with
 /// `age-encryption.org/v1\n`, whose first two bytes read as a kubeseal length prefix would
@@ -171,23 +174,25 @@ impl RecipientSet {
     }
 }
 
-/// A private key able to open values: a cluster key (RSA, usually with an age identity beside
-/// it) or an age identity alone (an offline recovery key). `Debug` shows only the ids.
+/// A private key able to open values: a cluster key (RSA, in memory or in a hardware token,
+/// usually with an age identity beside it) or an age identity alone (an offline recovery key).
+/// `Debug` shows only the ids. Cloning shares the RSA key (no copy of the key material).
+#[derive(Clone)]
 pub struct DecryptionKey {
     id: KeyId,
-    rsa: Option<(OaepPrivateDecryptingKey, KeyId)>,
+    rsa: Option<Arc<dyn UnwrapKey>>,
     age: Option<(age::x25519::Identity, KeyId)>,
 }
 
 impl DecryptionKey {
-    /// From an RSA private key in PKCS#8 DER, optionally with its age identity.
+    /// From an RSA private key in PKCS#8 DER, held in memory, optionally with its age identity.
     pub fn from_rsa_pkcs8(pkcs8_der: &[u8], age: Option<age::x25519::Identity>) -> Result<Self> {
-        let private =
-            PrivateDecryptingKey::from_pkcs8(pkcs8_der).map_err(|_| Error::InvalidKey("not an RSA private key"))?;
-        let spki = private.public_key().as_der().map_err(|_| Error::InvalidKey("cannot encode the public key"))?;
-        let id = KeyId::of_rsa_spki(spki.as_ref())?;
-        let key = OaepPrivateDecryptingKey::new(private).map_err(|_| Error::InvalidKey("RSA key unusable for OAEP"))?;
-        Ok(Self { id: id.clone(), rsa: Some((key, id)), age: age.map(with_age_id) })
+        Ok(Self::from_rsa(Arc::new(SoftwareRsaKey::from_pkcs8(pkcs8_der)?), age))
+    }
+
+    /// From an RSA key of any backend ([`UnwrapKey`]), optionally with its age identity.
+    pub fn from_rsa(rsa: Arc<dyn UnwrapKey>, age: Option<age::x25519::Identity>) -> Self {
+        Self { id: rsa.key_id().clone(), rsa: Some(rsa), age: age.map(with_age_id) }
     }
 
     pub fn from_age(identity: age::x25519::Identity) -> Self {
@@ -202,7 +207,7 @@ impl DecryptionKey {
 
     /// Every id that names this key (RSA and age).
     pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
-        self.rsa.iter().map(|(_, id)| id).chain(self.age.iter().map(|(_, id)| id))
+        self.rsa.iter().map(|k| k.key_id()).chain(self.age.iter().map(|(_, id)| id))
     }
 
     pub fn has_id(&self, id: &KeyId) -> bool {
@@ -211,6 +216,26 @@ impl DecryptionKey {
 
     pub fn age_recipient(&self) -> Option<age::x25519::Recipient> {
         self.age.as_ref().map(|(i, _)| i.to_public())
+    }
+
+    /// The age identity, for a backup of an exportable key.
+    pub fn age_identity(&self) -> Option<&age::x25519::Identity> {
+        self.age.as_ref().map(|(i, _)| i)
+    }
+
+    /// The RSA key's backend.
+    pub fn rsa(&self) -> Option<&Arc<dyn UnwrapKey>> {
+        self.rsa.as_ref()
+    }
+
+    /// How the RSA key unwraps (`None` for an age identity alone).
+    pub fn unwrap_path(&self) -> Option<UnwrapPath> {
+        self.rsa.as_ref().map(|k| k.path())
+    }
+
+    /// Whether every part of the key may leave its backend (false for a token-held RSA key).
+    pub fn exportable(&self) -> bool {
+        self.rsa.as_ref().is_none_or(|k| k.export_pkcs8().is_some())
     }
 }
 
@@ -222,7 +247,7 @@ fn with_age_id(identity: age::x25519::Identity) -> (age::x25519::Identity, KeyId
 impl fmt::Debug for DecryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DecryptionKey")
-            .field("rsa", &self.rsa.as_ref().map(|(_, id)| id))
+            .field("rsa", &self.rsa.as_ref().map(|k| (k.key_id(), k.path().as_str())))
             .field("age", &self.age.as_ref().map(|(_, id)| id))
             .finish()
     }
@@ -274,18 +299,24 @@ fn open_counting(
     for key in keys {
         let opened = match format {
             Format::Kubeseal => match &key.rsa {
-                Some((rsa, _)) => {
+                Some(rsa) => {
                     let (wrapped, _) = hybrid::split(value)?;
-                    if wrapped.len() == rsa.key_size_bytes() {
+                    if wrapped.len() == rsa.modulus_bytes() {
                         *private_ops += 1;
                     }
-                    hybrid::decrypt(rsa, &target.label(), value)
+                    hybrid::decrypt(rsa.as_ref(), &target.label(), value)
                 }
                 None => continue,
             },
             Format::Age => {
                 let ops = Cell::new(0);
-                let rsa = key.rsa.as_ref().map(|(k, id)| rsa_stanza::RsaIdentity { key: k, id, private_ops: &ops });
+                let unavailable = Cell::new(false);
+                let rsa = key.rsa.as_ref().map(|k| rsa_stanza::RsaIdentity {
+                    key: k.as_ref(),
+                    id: k.key_id(),
+                    private_ops: &ops,
+                    unavailable: &unavailable,
+                });
                 let mut ids: Vec<&dyn age::Identity> = Vec::with_capacity(2);
                 if let Some(r) = &rsa {
                     ids.push(r);
@@ -295,7 +326,12 @@ fn open_counting(
                 }
                 let result = multi::open(&ids, target, value);
                 *private_ops += ops.get();
-                result
+                match result {
+                    Err(Error::DecryptionFailed) if unavailable.get() => {
+                        Err(Error::KeyUnavailable("the token did not answer"))
+                    }
+                    other => other,
+                }
             }
         };
         match opened {
@@ -313,7 +349,8 @@ fn open_counting(
 mod tests {
     use super::*;
     use crate::Scope;
-    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
     use proptest::prelude::*;
     use std::sync::OnceLock;
 

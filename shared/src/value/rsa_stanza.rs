@@ -15,8 +15,9 @@ use std::collections::HashSet;
 use age::{DecryptError, EncryptError};
 use age_core::format::{FILE_KEY_BYTES, FileKey, Stanza};
 use age_core::secrecy::ExposeSecret;
-use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey};
-use zeroize::Zeroizing;
+use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey};
+
+use super::unwrap::UnwrapKey;
 
 use crate::KeyId;
 
@@ -43,10 +44,13 @@ impl age::Recipient for RsaRecipient<'_> {
 }
 
 pub(crate) struct RsaIdentity<'a> {
-    pub key: &'a OaepPrivateDecryptingKey,
+    pub key: &'a dyn UnwrapKey,
     pub id: &'a KeyId,
     /// RSA private operations performed, for the caller's cost accounting.
     pub private_ops: &'a std::cell::Cell<u32>,
+    /// Set when the key's backend could not be reached (age sees only a failed stanza; the
+    /// caller reports [`crate::Error::KeyUnavailable`] instead of a decryption failure).
+    pub unavailable: &'a std::cell::Cell<bool>,
 }
 
 impl age::Identity for RsaIdentity<'_> {
@@ -54,13 +58,16 @@ impl age::Identity for RsaIdentity<'_> {
         if stanza.tag != TAG || stanza.args.first().map(String::as_str) != Some(self.id.as_str()) {
             return None;
         }
-        let mut out = Zeroizing::new(vec![0u8; self.key.min_output_size()]);
         self.private_ops.set(self.private_ops.get() + 1);
-        let result = match self.key.decrypt(&OAEP_SHA256_MGF1SHA256, &stanza.body, &mut out, Some(LABEL)) {
+        let result = match self.key.unwrap(&stanza.body, LABEL) {
             Ok(plain) if plain.len() == FILE_KEY_BYTES => FileKey::try_init_with_mut(|k| {
-                k.copy_from_slice(plain);
+                k.copy_from_slice(plain.expose());
                 Ok(())
             }),
+            Err(crate::Error::KeyUnavailable(_)) => {
+                self.unavailable.set(true);
+                Err(DecryptError::DecryptionFailed)
+            }
             _ => Err(DecryptError::DecryptionFailed),
         };
         Some(result)

@@ -43,7 +43,7 @@ pub fn run(cfg: &ClusterConfig, out: Output) -> Result<()> {
         Output::Table | Output::Wide => {
             let n = |k: &KeyInfo| count(k).map_or("?".to_string(), |c| c.to_string());
             let text = if out == Output::Wide {
-                let rows: Vec<[String; 8]> = keys
+                let rows: Vec<[String; 9]> = keys
                     .iter()
                     .map(|k| {
                         [
@@ -55,6 +55,7 @@ pub fn run(cfg: &ClusterConfig, out: Output) -> Result<()> {
                             n(k),
                             k.secret_name.clone().unwrap_or_default(),
                             if k.pending_backup { "yes".into() } else { "-".into() },
+                            k.backend.clone().unwrap_or_else(|| "-".into()),
                         ]
                     })
                     .collect();
@@ -68,6 +69,7 @@ pub fn run(cfg: &ClusterConfig, out: Output) -> Result<()> {
                         "SEALED SECRETS",
                         "SECRET",
                         "PENDING BACKUP",
+                        "BACKEND",
                     ],
                     &rows,
                 )

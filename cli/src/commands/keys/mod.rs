@@ -3,6 +3,7 @@
 
 mod backup;
 mod change;
+mod import;
 mod list;
 mod restore;
 mod usage;
@@ -22,6 +23,7 @@ pub fn run(cfg: &KeysConfig) -> Result<()> {
         }
         KeysConfig::Restore { file, identities, dry_run, cluster } => restore::run(cluster, file, identities, *dry_run),
         KeysConfig::Usage { paths, online, output } => usage::run(paths, online.as_ref(), *output),
+        KeysConfig::ImportToToken { secret, token, cluster } => import::run(cluster, secret, token),
     }
 }
 

@@ -1,0 +1,158 @@
+//! Keys in a hardware token (issue 11), with Debian's SoftHSM2 as the token: the controller
+//! generates its key inside the token, the real kubeseal seals for it in all three scopes, the
+//! controller unseals through the token (raw RSA + software OAEP decode: SoftHSM 2.6 refuses
+//! OAEP-SHA256 with a label), no Secret in the cluster holds the private key, and a software
+//! key planted beside it keeps unsealing (a mixed keyring).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gitseal_keys::RsaPrivateKey;
+use gitseal_keys::material::{KEY_BACKEND_ANNOTATION, TLS_KEY};
+use gitseal_shared::KeyId;
+use gitseal_shared::manifest::parse_documents;
+use gitseal_shared::types::ApiGroup;
+use gitseal_tests::{ControlPlane, Peer, exec_binary, with_temp_ns};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+
+use crate::fixture::{Gitseal, seal, secret_with};
+
+const LABEL: &str = "gitseal-e2e";
+
+/// A fresh SoftHSM token under `dir`: (SOFTHSM2_CONF, PIN file).
+fn softhsm_token(dir: &Path) -> (PathBuf, PathBuf) {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display());
+    std::fs::write(&conf, text).unwrap();
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", LABEL, "--pin", "4321", "--so-pin", "8765"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (tests/peers/install.sh installs softhsm2)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pin = dir.join("pin");
+    std::fs::write(&pin, "4321\n").unwrap();
+    (conf, pin)
+}
+
+async fn kubeseal(cert_url: &str, secret: &Value, scope: &str) -> anyhow::Result<Value> {
+    let args = ["--cert", cert_url, "-o", "json", "--scope", scope];
+    let input = serde_json::to_vec(secret)?;
+    let out =
+        exec_binary(Peer::Kubeseal.path()?, args, std::iter::empty::<(&str, &str)>(), &input, Duration::from_secs(60))
+            .await?;
+    Ok(parse_documents(&String::from_utf8(out)?)?.remove(0).value)
+}
+
+/// The ids of every RSA private key anywhere in `value` (PEM of either form, or raw DER).
+fn private_key_ids(value: &[u8]) -> Vec<KeyId> {
+    let mut ids = Vec::new();
+    if let Ok(text) = std::str::from_utf8(value)
+        && text.contains("PRIVATE KEY-----")
+    {
+        for block in pem::parse_many(text.as_bytes()).unwrap_or_default() {
+            match RsaPrivateKey::from_pem_block(&block) {
+                Ok(k) => ids.push(k.id().clone()),
+                Err(_) => panic!("a PEM private key this test cannot read: {}", block.tag()),
+            }
+        }
+    }
+    for k in [RsaPrivateKey::from_pkcs8_der(value), RsaPrivateKey::from_pkcs1_der(value)].into_iter().flatten() {
+        ids.push(k.id().clone());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_generated_in_a_softhsm_token_unseals_kubeseal_values_and_never_reaches_a_secret() -> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    let dir = tempfile::tempdir()?;
+    let (conf, pin) = softhsm_token(dir.path());
+    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    with_temp_ns(|ns| async move {
+        let flags = [
+            format!("--pkcs11-module={module}"),
+            format!("--pkcs11-token-label={LABEL}"),
+            format!("--pkcs11-pin-file={}", pin.display()),
+            "--key-renew-period=0".to_string(),
+        ];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let conf = conf.display().to_string();
+        let mut g = Gitseal::start_with_env(plane, ns.name(), "gitseal", &flags, &[("SOFTHSM2_CONF", &conf)]).await?;
+        g.ready().await?;
+        let cert = g.cert().await?;
+        let token_key = cert.key_id().clone();
+        let client = ns.client();
+
+        // The key Secret: the certificate and the token object's name, no private key.
+        let secrets: Api<Secret> = ns.api();
+        let keys = secrets.list(&ListParams::default().labels("gitseal.dev/key=active")).await?;
+        assert_eq!(keys.items.len(), 1);
+        let key_secret = &keys.items[0];
+        let annotations = key_secret.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.get(KEY_BACKEND_ANNOTATION).map(String::as_str), Some("pkcs11"));
+        assert!(!key_secret.data.as_ref().unwrap().contains_key(TLS_KEY));
+        assert_eq!(g.metric("gitseal_key_backends{backend=\"pkcs11-raw-rsa\"}").await?, 1.0);
+
+        // The real kubeseal seals for the token key in every scope; the controller unseals.
+        let url = format!("{}/v1/cert.pem", g.api);
+        for (scope, name) in [("strict", "t-strict"), ("namespace-wide", "t-ns"), ("cluster-wide", "t-cluster")] {
+            let plain = json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": ns.name()}, "stringData": {"v": scope}});
+            let mut sealed = kubeseal(&url, &plain, scope).await?;
+            // kubeseal's bytes under gitseal's group (this controller runs without --bitnami-compat).
+            sealed["apiVersion"] = "gitseal.dev/v1".into();
+            gitseal_tests::apply_json(&client, sealed).await?;
+            if let Err(e) = secret_with(&ns, name, "v", scope).await {
+                g.process.print_log_tail();
+                return Err(e);
+            }
+        }
+
+        // A software key planted beside it (older, so the token key stays the sealing key)
+        // loads and unseals: a mixed keyring.
+        let old = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let soft = gitseal_keys::generate_key_pair(gitseal_keys::RsaBits::Rsa2048, "", old, time::Duration::days(30))?;
+        let data = soft.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
+        let planted = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("software-key".into()),
+                labels: Some([("gitseal.dev/key".to_string(), "active".to_string())].into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(data),
+            ..Default::default()
+        };
+        secrets.create(&Default::default(), &planted).await?;
+        gitseal_tests::apply_json(
+            &client,
+            seal(&soft.cert, ns.name(), "from-soft", &[("v", "soft")], ApiGroup::Gitseal),
+        )
+        .await?;
+        secret_with(&ns, "from-soft", "v", "soft").await?;
+        assert_eq!(g.cert().await?.key_id(), &token_key, "the newest key, the token's, still seals");
+        assert_eq!(g.metric("gitseal_key_backends{backend=\"memory\"}").await?, 1.0);
+
+        // Every Secret in the cluster: whatever private keys they hold, none is the token key.
+        let all: Api<Secret> = Api::all(plane.client()?);
+        let mut seen = 0;
+        for s in all.list(&ListParams::default()).await?.items {
+            for (item, value) in s.data.unwrap_or_default() {
+                let ids = private_key_ids(&value.0);
+                assert!(!ids.contains(&token_key), "Secret {:?} {item} holds the token key", s.metadata.name);
+                seen += ids.len();
+            }
+        }
+        assert!(seen >= 1, "the planted software key is found, so the scan reads private keys");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    Ok(())
+}
