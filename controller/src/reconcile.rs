@@ -85,7 +85,8 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
         // The leader loads or makes it right after the key Secrets are listed.
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    let usable = shared.registry.usable();
+    // Keys that opened objects recently first: kubeseal-made objects carry no key hint.
+    let usable = shared.registry.usable_recent_first();
     let revoked = shared.registry.revoked_ids();
     let now = now_rfc3339();
     // RSA private operations run in the one private-key pool, where reconciliation goes first
@@ -109,6 +110,9 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
         .await
         .map_err(|_| Error::Decide(format!("{ns}/{name}")))?;
     shared.metrics.private_ops(WorkClass::Reconcile, !matches!(decision.outcome, Outcome::Failed(_)), spent);
+    if spent > 0 && !decision.key_ids.is_empty() {
+        shared.registry.note_opened(&decision.key_ids);
+    }
     let revoked_count =
         shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
     shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));

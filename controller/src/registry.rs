@@ -216,7 +216,13 @@ pub struct Registry {
     digest: RwLock<Option<Arc<crate::decide::DigestKey>>>,
     /// Bumped on every change; reconcilers re-run failed objects, renewal re-plans.
     version: watch::Sender<u64>,
+    /// Ids of keys that opened SealedSecrets, most recent first (at most [`MAX_RECENT_KEYS`]):
+    /// objects without a key hint try them first.
+    recent: std::sync::Mutex<std::collections::VecDeque<KeyId>>,
 }
+
+/// How many recently successful keys the registry remembers for ordering.
+pub const MAX_RECENT_KEYS: usize = 64;
 
 impl Default for Registry {
     fn default() -> Self {
@@ -227,6 +233,7 @@ impl Default for Registry {
             refused: RwLock::new(BTreeMap::new()),
             digest: RwLock::new(None),
             version: watch::channel(0).0,
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -436,6 +443,30 @@ impl Registry {
         ids.into_iter().collect()
     }
 
+    /// Record that `ids` just opened a SealedSecret: they move to the front of
+    /// [`usable_recent_first`](Self::usable_recent_first).
+    pub fn note_opened(&self, ids: &[KeyId]) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids.iter().rev() {
+            if recent.front() == Some(id) {
+                continue;
+            }
+            recent.retain(|r| r != id);
+            recent.push_front(id.clone());
+        }
+        recent.truncate(MAX_RECENT_KEYS);
+    }
+
+    /// [`usable`](Self::usable), the keys that most recently opened a SealedSecret first (most
+    /// recent first), then the others newest first: what an object without any hint tries.
+    pub fn usable_recent_first(&self) -> Vec<Arc<LoadedKey>> {
+        let recent: Vec<KeyId> = self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let mut keys = self.usable();
+        // Stable: keys never seen keep their newest-first order after the recent ones.
+        keys.sort_by_key(|k| recent.iter().position(|id| k.decryption.has_id(id)).unwrap_or(usize::MAX));
+        keys
+    }
+
     pub fn find(&self, id: &KeyId) -> Option<Arc<LoadedKey>> {
         self.all().into_iter().find(|k| k.decryption.has_id(id))
     }
@@ -501,6 +532,33 @@ mod tests {
             assert_eq!(r.all()[0].state, KeyState::Revoked, "{a} / {b}");
             assert!(r.usable().is_empty() && r.sealing().is_none());
         }
+    }
+
+    #[test]
+    fn keys_that_opened_objects_recently_come_first_and_the_rest_stay_newest_first() {
+        let (a, b, c) = (pair(), pair(), pair());
+        let r = Registry::default();
+        r.replace_all(vec![
+            loaded("a", &a, KeyState::Active),
+            loaded("b", &b, KeyState::Retired),
+            loaded("c", &c, KeyState::Active),
+        ]);
+        let ids = |keys: Vec<Arc<LoadedKey>>| keys.iter().map(|k| k.id().clone()).collect::<Vec<_>>();
+        assert_eq!(ids(r.usable_recent_first()), ids(r.usable()), "nothing opened yet: newest first");
+        let newest_first = ids(r.usable());
+        r.note_opened(std::slice::from_ref(&newest_first[2]));
+        r.note_opened(std::slice::from_ref(&newest_first[1]));
+        assert_eq!(
+            ids(r.usable_recent_first()),
+            vec![newest_first[1].clone(), newest_first[2].clone(), newest_first[0].clone()]
+        );
+        r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(ids(r.usable_recent_first())[0], newest_first[2]);
+        for _ in 0..2 {
+            r.note_opened(&newest_first);
+        }
+        assert_eq!(ids(r.usable_recent_first()), newest_first, "several ids at once keep their order");
+        assert_eq!(r.recent.lock().unwrap().len(), 3, "each id is remembered once");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub mod status;
 
 use gitseal_shared::seal::{key_hints, unseal};
 use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretStatus};
-use gitseal_shared::value::DecryptionKey;
+use gitseal_shared::value::{DecryptionKey, order_by_hints};
 use gitseal_shared::{Error as CoreError, KeyId};
 use k8s_openapi::api::core::v1::Secret;
 
@@ -269,7 +269,10 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
         return failed(inp, Reason::NoKeys, "no sealing key is loaded yet".into(), 0);
     }
     // Failures that depend on plaintext read like decryption failures (issue #9, item 9).
-    let unsealed = match unseal(ss, inp.keys).map_err(CoreError::for_remote) {
+    // The keys that opened this object last time (its status) go first: a changed object
+    // costs one private operation per value. The key-id annotation still wins (in `unseal`).
+    let ordered = order_by_hints(inp.keys, &status_key_ids);
+    let unsealed = match unseal(ss, &ordered).map_err(CoreError::for_remote) {
         Ok(u) => u,
         Err(CoreError::Undecryptable(items)) => {
             let hinted = key_hints(ss);
@@ -461,6 +464,22 @@ mod tests {
         assert_eq!(again.outcome, Outcome::InSync);
         assert_eq!(again.private_ops, 0);
         assert!(again.apply.is_none() && again.status.is_none() && again.event.is_none());
+    }
+
+    #[test]
+    fn a_changed_object_without_key_hints_tries_the_key_its_status_names_first() {
+        let (k, other) = (keys().0.decryption_key().unwrap(), keys().1.decryption_key().unwrap());
+        let mut ss = sealed(&keys().0, &[]);
+        // As kubeseal makes it: no key-id annotation.
+        ss.metadata.annotations.get_or_insert_default().remove(gitseal_shared::keyid::KEY_ID_ANNOTATION);
+        let first = run(&ss, &[&other, &k], &[], None);
+        assert_eq!(first.private_ops, 2 + 1, "the wrong key once, then the key that opened the first value");
+        let mut ss = with_status(ss, &first);
+        ss.metadata.generation = Some(2);
+        ss.spec.encrypted_data.insert("extra".into(), ss.spec.encrypted_data["user"].clone());
+        let changed = run(&ss, &[&other, &k], &[], Some(&applied(&first)));
+        assert_eq!(changed.outcome, Outcome::Unsealed);
+        assert_eq!(changed.private_ops, 3, "one private operation per value: the status named the key");
     }
 
     #[test]

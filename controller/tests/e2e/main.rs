@@ -19,5 +19,6 @@ mod custody;
 mod keys;
 mod kubeseal_proxy;
 mod leader;
+mod scale;
 mod templates;
 mod unseal;
