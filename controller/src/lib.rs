@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod key_ops;
 pub mod keys;
+pub mod lanes;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -26,6 +27,7 @@ pub mod service;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
+pub mod trim;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -68,6 +70,8 @@ pub struct Shared {
     /// SealedSecret watches not yet synced (leader only).
     pub watches_pending: AtomicI64,
     pub leading: AtomicBool,
+    /// Unchanged objects waiting in the resync lanes (`gitseal_resync_backlog`).
+    pub resync_backlog: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for Shared {
@@ -87,6 +91,12 @@ impl Shared {
             "Audit records that could not be written (lost, or refused work with --audit-required)",
             audit.write_errors.clone(),
         );
+        let resync_backlog = prometheus_client::metrics::gauge::Gauge::default();
+        metrics.registry.register(
+            "resync_backlog",
+            "Unchanged SealedSecrets waiting to be re-checked behind new and changed ones",
+            resync_backlog.clone(),
+        );
         Shared {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
@@ -101,6 +111,7 @@ impl Shared {
             keys_synced: watch::channel(false).0,
             watches_pending: AtomicI64::new(0),
             leading: AtomicBool::new(false),
+            resync_backlog,
             config,
         }
     }

@@ -213,13 +213,14 @@ impl std::fmt::Debug for Inputs<'_> {
     }
 }
 
-pub fn decide(inp: &Inputs<'_>) -> Decision {
+/// The part of [`decide`] that needs no key and no ciphertext: a refusal because the Secret is
+/// not ours, or `InSync` on the fast path; `None` when the values must be unsealed. Works on a
+/// trimmed cached object ([`crate::trim`]), whose sealed digest was computed before trimming.
+pub fn without_keys(inp: &Inputs<'_>) -> Option<Decision> {
     let ss = inp.ss;
-    let digest = sealed_digest(ss);
+    let digest = crate::trim::cached_digest(ss).map_or_else(|| sealed_digest(ss), str::to_string);
     let owner = inp.existing.map(|s| ownership(s, ss, inp.group));
     let ours = owner == Some(Ownership::Ours);
-    let status_key_ids: Vec<KeyId> =
-        ss.status.as_ref().and_then(|s| s.key_id.as_deref()).map(KeyId::parse_list).unwrap_or_default();
     let on_revoked_key = |ids: &[KeyId]| ids.iter().any(|id| inp.revoked.contains(id));
 
     if let Some(existing) = inp.existing {
@@ -231,13 +232,13 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 let msg = format!(
                     "Secret {secret_name} already exists and is controlled by another object: gitseal never takes over a Secret another owner controls"
                 );
-                return failed(inp, Reason::SecretNotOwned, msg, 0);
+                return Some(failed(inp, Reason::SecretNotOwned, msg, 0));
             }
             Some(Ownership::Unclaimed) if !flag(MANAGED_ANNOTATION) && !flag(PATCH_ANNOTATION) => {
                 let msg = format!(
                     "Secret {secret_name} already exists and is not managed by this SealedSecret: annotate it with {MANAGED_ANNOTATION}: \"true\" to let gitseal take it over"
                 );
-                return failed(inp, Reason::SecretNotOwned, msg, 0);
+                return Some(failed(inp, Reason::SecretNotOwned, msg, 0));
             }
             _ => {}
         }
@@ -253,7 +254,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
             && !on_revoked_key(&secret_key_ids)
         {
             let message = String::new();
-            return Decision {
+            return Some(Decision {
                 outcome: Outcome::InSync,
                 apply: None,
                 status: next_status(ss, true, "Unsealed", &message, Some(&secret_key_ids), inp.now),
@@ -261,9 +262,23 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 key_ids: secret_key_ids,
                 private_ops: 0,
                 message,
-            };
+            });
         }
     }
+    None
+}
+
+pub fn decide(inp: &Inputs<'_>) -> Decision {
+    if let Some(d) = without_keys(inp) {
+        return d;
+    }
+    // From here on the object must be whole: reconcile GETs it ([`crate::trim`] cuts the cache).
+    let ss = inp.ss;
+    let digest = sealed_digest(ss);
+    let ours = inp.existing.map(|s| ownership(s, ss, inp.group)) == Some(Ownership::Ours);
+    let status_key_ids: Vec<KeyId> =
+        ss.status.as_ref().and_then(|s| s.key_id.as_deref()).map(KeyId::parse_list).unwrap_or_default();
+    let on_revoked_key = |ids: &[KeyId]| ids.iter().any(|id| inp.revoked.contains(id));
 
     if inp.keys.is_empty() {
         return failed(inp, Reason::NoKeys, "no sealing key is loaded yet".into(), 0);

@@ -73,7 +73,7 @@ async fn issue_14_kubeseal_made_objects_cost_one_key_search_per_object_and_chang
         let pairs = key_secrets(&client, ns.name(), KEYS).await?;
         // Two old keys, alternating: newest-first order puts them 5th and 10th of 13, and no
         // object says which (kubeseal writes no key id).
-        let key_of = |i: usize| if i % 2 == 0 { &pairs[3] } else { &pairs[8] };
+        let key_of = |i: usize| if i.is_multiple_of(2) { &pairs[3] } else { &pairs[8] };
         for i in 0..OBJECTS {
             let sealed = kubeseal(key_of(i), ns.name(), &format!("s{i:02}"), VALUES, "v1").await?;
             assert_eq!(sealed["apiVersion"], "bitnami.com/v1alpha1");
@@ -87,7 +87,7 @@ async fn issue_14_kubeseal_made_objects_cost_one_key_search_per_object_and_chang
         }
         let cold = g.metric(RECONCILE_OPS).await?;
         println!("cold start: {cold} private operations for {OBJECTS} objects × {VALUES} values, {KEYS} keys");
-        let bound = ((KEYS + 1) / 2 + (VALUES - 1)) as f64;
+        let bound = (KEYS as f64 + 1.0) / 2.0 + (VALUES - 1) as f64;
         assert!(
             cold / OBJECTS as f64 <= bound,
             "{cold} private operations for {OBJECTS} objects: more than (keys + 1)/2 + (values - 1) = {bound} each"
@@ -107,6 +107,81 @@ async fn issue_14_kubeseal_made_objects_cost_one_key_search_per_object_and_chang
         }
         let changed = g.metric(RECONCILE_OPS).await? - cold;
         assert_eq!(changed, (OBJECTS * VALUES) as f64, "one private operation per value of a changed object");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// Apply `objects`, 16 at a time.
+async fn apply_all(client: &kube::Client, objects: Vec<Value>) -> anyhow::Result<()> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for o in objects {
+        let (client, sem) = (client.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await?;
+            gitseal_tests::apply_json(&client, o).await?;
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_new_object_converges_before_the_start_up_resync_of_unchanged_ones_finishes() -> anyhow::Result<()> {
+    const OBJECTS: usize = 400;
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let client = ns.client();
+        let mut g = Gitseal::start(plane, ns.name(), &["--key-renew-period=0"]).await?;
+        g.ready().await?;
+        let cert = g.cert().await?;
+        let objects = (0..OBJECTS)
+            .map(|i| crate::fixture::seal(&cert, ns.name(), &format!("old{i:03}"), &[("v", "x")], ApiGroup::Gitseal))
+            .collect();
+        apply_all(&client, objects).await?;
+        gitseal_tests::wait_for("every object synced", Duration::from_secs(120), || async {
+            let n = g.metric("gitseal_reconciles_total{outcome=\"unsealed\"}").await?;
+            Ok::<_, anyhow::Error>((n >= OBJECTS as f64).then_some(()))
+        })
+        .await?;
+        synced(&ns, ApiGroup::Gitseal, &format!("old{:03}", OBJECTS - 1), "True").await?;
+        drop(g);
+
+        // Restart with one worker: the start-up resync re-checks every unchanged object.
+        let mut g =
+            Gitseal::start_named(plane, ns.name(), "gitseal-restarted", &["--key-renew-period=0", "--workers=1"])
+                .await?;
+        g.ready().await?;
+        let started = std::time::Instant::now();
+        gitseal_tests::apply_json(
+            &client,
+            crate::fixture::seal(&cert, ns.name(), "new", &[("v", "fresh")], ApiGroup::Gitseal),
+        )
+        .await?;
+        secret_with(&ns, "new", "v", "fresh").await?;
+        let took = started.elapsed();
+        let backlog = g.metric("gitseal_resync_backlog").await?;
+        let checked = g.metric("gitseal_reconciles_total{outcome=\"in_sync\"}").await?;
+        println!(
+            "new object converged in {took:?}; {checked} of {OBJECTS} unchanged objects re-checked, {backlog} waiting"
+        );
+        assert!(
+            checked < OBJECTS as f64 && backlog > 0.0,
+            "the new object waited for the resync ({checked} re-checked, {backlog} waiting)"
+        );
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        // The resync still finishes.
+        gitseal_tests::wait_for("the resync", Duration::from_secs(120), || async {
+            let n = g.metric("gitseal_reconciles_total{outcome=\"in_sync\"}").await?;
+            Ok::<_, anyhow::Error>((n >= OBJECTS as f64).then_some(()))
+        })
+        .await?;
+        assert_eq!(g.metric("gitseal_resync_backlog").await?, 0.0);
         Ok::<_, anyhow::Error>(())
     })
     .await??;
