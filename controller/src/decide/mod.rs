@@ -498,6 +498,47 @@ mod tests {
     }
 
     #[test]
+    fn a_trimmed_cached_object_is_found_in_sync_without_its_ciphertext_and_a_changed_one_is_not() {
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let first = run(&ss, &[&k], &[], None);
+        let ss = with_status(ss, &first);
+        let existing = applied(&first);
+        let mut cached = ss.clone();
+        crate::trim::for_cache(&mut cached);
+        let cheap = |o: &SealedSecretObject| {
+            without_keys(&Inputs {
+                ss: o,
+                group: ApiGroup::Gitseal,
+                keys: &[],
+                revoked: &[],
+                existing: Some(&existing),
+                digest_key: digest_key(),
+                now: NOW,
+            })
+        };
+        let d = cheap(&cached).expect("in sync from the cache");
+        assert_eq!((d.outcome, d.private_ops), (Outcome::InSync, 0));
+        // A new value under the same item name: the cached digest differs, the values must open.
+        let mut changed = ss.clone();
+        changed.spec.encrypted_data.insert("password".into(), ss.spec.encrypted_data["user"].clone());
+        crate::trim::for_cache(&mut changed);
+        assert!(cheap(&changed).is_none());
+        // A revoked key is never in sync from the cache either.
+        let revoked = [k.id().clone()];
+        let inputs = Inputs {
+            ss: &cached,
+            group: ApiGroup::Gitseal,
+            keys: &[],
+            revoked: &revoked,
+            existing: Some(&existing),
+            digest_key: digest_key(),
+            now: NOW,
+        };
+        assert!(without_keys(&inputs).is_none());
+    }
+
+    #[test]
     fn a_direct_edit_of_the_secret_is_reverted() {
         let k = keys().0.decryption_key().unwrap();
         let ss = sealed(&keys().0, &[]);
