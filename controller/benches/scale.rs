@@ -367,9 +367,8 @@ async fn main() {
     let plane = ControlPlane::start().await.expect("control plane (run tests/peers/install.sh)");
     let client = plane.client().unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
-    gitseal_tests::install_crds_yaml(&client, &std::fs::read_to_string(Peer::BitnamiCrd.path().unwrap()).unwrap())
-        .await
-        .unwrap();
+    // gitseal's CRDs (both groups) before any object is created.
+    gitseal_tests::gitseal::install_crds(&client).await.unwrap();
     let run = Run {
         plane: &plane,
         client,
