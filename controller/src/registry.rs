@@ -216,9 +216,9 @@ pub struct Registry {
     digest: RwLock<Option<Arc<crate::decide::DigestKey>>>,
     /// Bumped on every change; reconcilers re-run failed objects, renewal re-plans.
     version: watch::Sender<u64>,
-    /// Ids of keys that opened SealedSecrets, most recent first (at most [`MAX_RECENT_KEYS`]):
-    /// objects without a key hint try them first.
-    recent: std::sync::Mutex<std::collections::VecDeque<KeyId>>,
+    /// How many SealedSecrets each key opened (at most [`MAX_RECENT_KEYS`] ids): objects
+    /// without a key hint try the most successful keys first.
+    recent: std::sync::Mutex<BTreeMap<KeyId, u64>>,
 }
 
 /// How many recently successful keys the registry remembers for ordering.
@@ -233,7 +233,7 @@ impl Default for Registry {
             refused: RwLock::new(BTreeMap::new()),
             digest: RwLock::new(None),
             version: watch::channel(0).0,
-            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            recent: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -443,27 +443,30 @@ impl Registry {
         ids.into_iter().collect()
     }
 
-    /// Record that `ids` just opened a SealedSecret: they move to the front of
+    /// Record that `ids` just opened a SealedSecret: they move up in
     /// [`usable_recent_first`](Self::usable_recent_first).
     pub fn note_opened(&self, ids: &[KeyId]) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids.iter().rev() {
-            if recent.front() == Some(id) {
-                continue;
+        let mut counts = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if counts.len() >= MAX_RECENT_KEYS && !counts.contains_key(id) {
+                // Forget the least successful key to make room (keys come and go with renewal).
+                if let Some(least) = counts.iter().min_by_key(|(_, n)| **n).map(|(k, _)| k.clone()) {
+                    counts.remove(&least);
+                }
             }
-            recent.retain(|r| r != id);
-            recent.push_front(id.clone());
+            *counts.entry(id.clone()).or_default() += 1;
         }
-        recent.truncate(MAX_RECENT_KEYS);
     }
 
-    /// [`usable`](Self::usable), the keys that most recently opened a SealedSecret first (most
-    /// recent first), then the others newest first: what an object without any hint tries.
+    /// [`usable`](Self::usable), the keys that opened the most SealedSecrets first, ties (and
+    /// keys never seen) newest first: what an object without any hint tries. Counting rather
+    /// than recency keeps round-robin sealed objects from always finding their key last.
     pub fn usable_recent_first(&self) -> Vec<Arc<LoadedKey>> {
-        let recent: Vec<KeyId> = self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let counts = self.recent.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut keys = self.usable();
-        // Stable: keys never seen keep their newest-first order after the recent ones.
-        keys.sort_by_key(|k| recent.iter().position(|id| k.decryption.has_id(id)).unwrap_or(usize::MAX));
+        let opened = |k: &LoadedKey| k.decryption.ids().filter_map(|id| counts.get(id)).sum::<u64>();
+        // Stable: equal counts keep their newest-first order.
+        keys.sort_by_key(|k| std::cmp::Reverse(opened(k)));
         keys
     }
 
@@ -535,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_that_opened_objects_recently_come_first_and_the_rest_stay_newest_first() {
+    fn keys_that_opened_the_most_objects_come_first_and_the_rest_stay_newest_first() {
         let (a, b, c) = (pair(), pair(), pair());
         let r = Registry::default();
         r.replace_all(vec![
@@ -547,18 +550,19 @@ mod tests {
         assert_eq!(ids(r.usable_recent_first()), ids(r.usable()), "nothing opened yet: newest first");
         let newest_first = ids(r.usable());
         r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(
+            ids(r.usable_recent_first()),
+            vec![newest_first[2].clone(), newest_first[0].clone(), newest_first[1].clone()]
+        );
         r.note_opened(std::slice::from_ref(&newest_first[1]));
         assert_eq!(
             ids(r.usable_recent_first()),
-            vec![newest_first[1].clone(), newest_first[2].clone(), newest_first[0].clone()]
+            vec![newest_first[1].clone(), newest_first[2].clone(), newest_first[0].clone()],
+            "equal counts: newest first"
         );
         r.note_opened(std::slice::from_ref(&newest_first[2]));
         assert_eq!(ids(r.usable_recent_first())[0], newest_first[2]);
-        for _ in 0..2 {
-            r.note_opened(&newest_first);
-        }
-        assert_eq!(ids(r.usable_recent_first()), newest_first, "several ids at once keep their order");
-        assert_eq!(r.recent.lock().unwrap().len(), 3, "each id is remembered once");
+        assert_eq!(r.recent.lock().unwrap().len(), 2, "each id is counted once");
     }
 
     #[test]
