@@ -458,15 +458,18 @@ impl Registry {
         }
     }
 
-    /// [`usable`](Self::usable), the keys that opened the most SealedSecrets first, ties (and
-    /// keys never seen) newest first: what an object without any hint tries. Counting rather
-    /// than recency keeps round-robin sealed objects from always finding their key last.
+    /// [`usable`](Self::usable), the keys that opened the most SealedSecrets first (by order of
+    /// magnitude), ties and keys never seen newest first: what an object without any hint tries.
+    /// Counting rather than recency keeps round-robin sealed objects from always finding their
+    /// key last.
     pub fn usable_recent_first(&self) -> Vec<Arc<LoadedKey>> {
         let counts = self.recent.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut keys = self.usable();
         let opened = |k: &LoadedKey| k.decryption.ids().filter_map(|id| counts.get(id)).sum::<u64>();
-        // Stable: equal counts keep their newest-first order.
-        keys.sort_by_key(|k| std::cmp::Reverse(opened(k)));
+        // By order of magnitude, so keys that open about as many objects as each other keep a
+        // fixed (newest-first, the sort is stable) order instead of chasing the last success:
+        // with objects spread evenly over the keys any fixed order averages (keys + 1)/2 tries.
+        keys.sort_by_key(|k| std::cmp::Reverse((opened(k) + 1).ilog2()));
         keys
     }
 
@@ -561,7 +564,9 @@ mod tests {
             "equal counts: newest first"
         );
         r.note_opened(std::slice::from_ref(&newest_first[2]));
-        assert_eq!(ids(r.usable_recent_first())[0], newest_first[2]);
+        assert_eq!(ids(r.usable_recent_first())[0], newest_first[1], "2 and 1 opened: same magnitude");
+        r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(ids(r.usable_recent_first())[0], newest_first[2], "3 against 1: a magnitude ahead");
         assert_eq!(r.recent.lock().unwrap().len(), 2, "each id is counted once");
     }
 
