@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod key_ops;
 pub mod keys;
+pub mod lanes;
 pub mod leader;
 pub mod metrics;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod token;
+pub mod trim;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -78,6 +80,8 @@ pub struct Shared {
     pub shards: Option<Arc<shard::Shards>>,
     /// The PKCS#11 token new keys are made in (`--pkcs11-module`), once opened.
     pub token: std::sync::OnceLock<Arc<gitseal_keys::pkcs11::Token>>,
+    /// Unchanged objects waiting in the resync lanes (`gitseal_resync_backlog`).
+    pub resync_backlog: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for Shared {
@@ -98,6 +102,12 @@ impl Shared {
             audit.write_errors.clone(),
         );
         let shards = shard::Shards::for_config(&config, &mut metrics.registry);
+        let resync_backlog = prometheus_client::metrics::gauge::Gauge::default();
+        metrics.registry.register(
+            "resync_backlog",
+            "Unchanged SealedSecrets waiting to be re-checked behind new and changed ones",
+            resync_backlog.clone(),
+        );
         Shared {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
@@ -114,6 +124,7 @@ impl Shared {
             leading: AtomicBool::new(false),
             shards,
             token: std::sync::OnceLock::new(),
+            resync_backlog,
             config,
         }
     }

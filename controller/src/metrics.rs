@@ -112,7 +112,7 @@ pub const REASONS: [Reason; 7] = [
 ];
 
 /// Label values of `reconcile_errors` (see `reconcile::Error::metric_label`).
-pub const RECONCILE_ERRORS: [&str; 4] = ["get_secret", "apply", "status", "decide"];
+pub const RECONCILE_ERRORS: [&str; 5] = ["get_secret", "apply", "status", "decide", "get_object"];
 
 pub fn outcome_label(o: Outcome) -> &'static str {
     match o {

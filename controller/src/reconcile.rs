@@ -15,7 +15,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
 
@@ -23,6 +24,7 @@ use crate::Shared;
 use crate::audit::{AuditLog, now_rfc3339, object_of};
 use crate::budget::WorkClass;
 use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
+use crate::lanes::Lanes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,6 +36,8 @@ pub enum Error {
     Status(String, #[source] kube::Error),
     #[error("deciding {0} failed in the private-key pool")]
     Decide(String),
+    #[error("cannot read SealedSecret {0}")]
+    GetObject(String, #[source] kube::Error),
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
             Error::Apply(..) => "apply",
             Error::Status(..) => "status",
             Error::Decide(..) => "decide",
+            Error::GetObject(..) => "get_object",
         }
     }
 }
@@ -65,14 +70,20 @@ impl RevokedSet {
 }
 
 pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Result<Action, Error> {
+    Ok(reconcile_for(ss, shared).await?.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// [`reconcile`], saying when to run again (`None`: on the next change). `ss` may be a trimmed
+/// cached object ([`crate::trim`]): the whole object is read only when its values must be opened.
+pub async fn reconcile_for(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Result<Option<Duration>, Error> {
     if ss.metadata.deletion_timestamp.is_some() {
         // The Secret goes with it through its owner reference.
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     if let Err(why) = shared.audit.ready_for_work() {
         // Fail closed: nothing is produced or changed that the trail could not record.
         tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), why, "not unsealing");
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Ok(Some(Duration::from_secs(2)));
     }
     let _timer = shared.metrics.reconcile_started();
     let group = ApiGroup::of(&ss).unwrap_or_default();
@@ -83,11 +94,39 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
 
     let Some(digest_key) = shared.registry.digest_key() else {
         // The leader loads or makes it right after the key Secrets are listed.
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Some(Duration::from_secs(1)));
     };
-    let usable = shared.registry.usable();
     let revoked = shared.registry.revoked_ids();
     let now = now_rfc3339();
+    let inputs = Inputs {
+        ss: &ss,
+        group,
+        keys: &[],
+        revoked: &revoked,
+        existing: existing.as_ref(),
+        digest_key: &digest_key,
+        now: &now,
+    };
+    if let Some(decision) = crate::decide::without_keys(&inputs) {
+        // In sync, or not ours: no key, no ciphertext needed.
+        return act(&shared, &ss, group, &secrets, decision).await;
+    }
+    let ss = match crate::trim::cached_digest(&ss) {
+        None => ss,
+        // The cache holds no ciphertext: read the whole object (one GET per unseal).
+        Some(_) => {
+            let api: Api<SealedSecretObject> = Api::namespaced_with(shared.client.clone(), &ns, &group.api_resource());
+            match api.get_opt(&name).await.map_err(|e| Error::GetObject(format!("{ns}/{name}"), e))? {
+                Some(mut full) => {
+                    crate::trim::forget_cached_digest(&mut full);
+                    Arc::new(full)
+                }
+                None => return Ok(None),
+            }
+        }
+    };
+    // Keys that opened objects recently first: kubeseal-made objects carry no key hint.
+    let usable = shared.registry.usable_recent_first();
     // RSA private operations run in the one private-key pool, where reconciliation goes first
     // (API floods cannot delay it); the pool counts every operation, failed ones included.
     let (job_ss, job_existing) = (ss.clone(), existing.clone());
@@ -109,6 +148,21 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
         .await
         .map_err(|_| Error::Decide(format!("{ns}/{name}")))?;
     shared.metrics.private_ops(WorkClass::Reconcile, !matches!(decision.outcome, Outcome::Failed(_)), spent);
+    if spent > 0 && !decision.key_ids.is_empty() {
+        shared.registry.note_opened(&decision.key_ids);
+    }
+    act(&shared, &ss, group, &secrets, decision).await
+}
+
+/// Apply a decision: the Secret, then metrics, audit, Event and status.
+async fn act(
+    shared: &Shared,
+    ss: &SealedSecretObject,
+    group: ApiGroup,
+    secrets: &Api<Secret>,
+    decision: Decision,
+) -> Result<Option<Duration>, Error> {
+    let (ns, name) = (ss.namespace().unwrap_or_default(), ss.name_any());
     let revoked_count =
         shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
     shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));
@@ -124,17 +178,17 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
         None => {
             // Counted once the Secret is really applied: a failed apply is no unseal.
             shared.metrics.record(decision.outcome);
-            audit(&shared, &ss, &decision);
-            publish(&shared, &ss, group, &decision).await;
+            audit(shared, ss, &decision);
+            publish(shared, ss, group, &decision).await;
             if decision.data_changed && shared.config.rollout_restart {
-                crate::rollout::restart_all(&shared, &ss, group).await;
+                crate::rollout::restart_all(shared, ss, group).await;
             }
-            write_status(&shared, &ss, group, &decision).await?;
+            write_status(shared, ss, group, &decision).await?;
         }
         Some(e) => {
             // The pool counted the keys' work already; the failure is counted by error_policy.
             let mut rec = AuditLog::record("Unseal", AuditOutcome::Failure);
-            rec.object = Some(object_of(&ss));
+            rec.object = Some(object_of(ss));
             rec.reason = Some("ApplyFailed".into());
             rec.message = Some(e.to_string());
             shared.audit.write(rec);
@@ -143,8 +197,8 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     }
     Ok(match decision.outcome {
         // Keys may arrive later (a restore); registry changes re-run everything anyway.
-        Outcome::Failed(_) => Action::requeue(Duration::from_secs(600)),
-        _ => Action::await_change(),
+        Outcome::Failed(_) => Some(Duration::from_secs(600)),
+        _ => None,
     })
 }
 
@@ -237,7 +291,14 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         None => (Api::all_with(client.clone(), &ar), Api::all(client)),
     };
     let key_changes = WatchStream::from_changes(shared.registry.subscribe()).map(|_| ());
-    let controller = Controller::new_with(ss_api, watcher::Config::default().any_semantic(), ar)
+    // The cache keeps trimmed objects (no managedFields, no ciphertext): see crate::trim.
+    let writer = reflector::store::Writer::<SealedSecretObject>::new(ar.clone());
+    let reader = writer.as_reader();
+    let objects = watcher(ss_api, watcher::Config::default().any_semantic())
+        .modify(crate::trim::for_cache)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream_with(objects, reader, ar.clone())
         .owns_with(secret_api, (), watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")))
         .with_config(ControllerConfig::default().concurrency(shared.config.workers))
         .reconcile_all_on(key_changes);
@@ -247,6 +308,9 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         None => controller,
     };
     let store = controller.store();
+    let lanes = Arc::new(Lanes::new(shared.resync_backlog.clone()));
+    let resync = futures::stream::once(drain_resync(lanes.clone(), store.clone(), ar, shared.clone()))
+        .filter_map(|()| futures::future::ready(None));
     let synced = shared.clone();
     shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
@@ -267,12 +331,72 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
             }
         }
     });
-    controller.run(crate::shard::reconcile, error_policy, shared).map(|res| {
+    let sort = move |ss: Arc<SealedSecretObject>, shared: Arc<Shared>| sort_into_lanes(ss, shared, lanes.clone());
+    let controller = controller.run(sort, error_policy, shared).map(|res| {
         if let Err(e) = res {
             match e {
                 kube::runtime::controller::Error::ObjectNotFound(_) => tracing::debug!(error = %e, "object gone"),
                 other => tracing::warn!(error = %other, "controller error"),
             }
         }
-    })
+    });
+    futures::stream::select(controller, resync)
+}
+
+/// The controller's reconcile: an unchanged object goes to the resync lane, anything else is
+/// reconciled now (see [`crate::lanes`]).
+async fn sort_into_lanes(ss: Arc<SealedSecretObject>, shared: Arc<Shared>, lanes: Arc<Lanes>) -> Result<Action, Error> {
+    let key = (ss.namespace().unwrap_or_default(), ss.name_any());
+    if ss.metadata.deletion_timestamp.is_none() && crate::lanes::is_unchanged(&ss) {
+        lanes.defer(key);
+        return Ok(Action::await_change());
+    }
+    let Some(_running) = lanes.start_urgent(key) else {
+        // The resync lane is on it right now; look again in a moment.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    };
+    // With `--shards`, only objects of the shards this replica holds.
+    crate::shard::reconcile(ss, shared).await
+}
+
+/// Work through the resync lane, at most `--workers` at a time, only while nothing urgent runs.
+/// Retries (errors, failed objects) go back into the lane after their delay.
+async fn drain_resync(
+    lanes: Arc<Lanes>,
+    store: reflector::Store<SealedSecretObject>,
+    ar: kube::api::ApiResource,
+    shared: Arc<Shared>,
+) {
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut later = futures::stream::FuturesUnordered::new();
+    let workers = usize::from(shared.config.workers).max(1);
+    loop {
+        tokio::select! {
+            slot = lanes.next_resync(), if running.len() < workers => {
+                let object = store.get(&ObjectRef::new_with(&slot.key().1, ar.clone()).within(&slot.key().0));
+                let shared = shared.clone();
+                running.push(async move {
+                    let ss = object?;
+                    let again = match crate::shard::reconcile_for(ss.clone(), shared.clone()).await {
+                        Ok(again) => again,
+                        Err(e) => {
+                            error_policy(ss, &e, shared);
+                            Some(Duration::from_secs(10))
+                        }
+                    };
+                    again.map(|d| (slot.key().clone(), d))
+                });
+            }
+            Some(done) = running.next(), if !running.is_empty() => {
+                if let Some((key, after)) = done {
+                    let lanes = lanes.clone();
+                    later.push(async move {
+                        tokio::time::sleep(after).await;
+                        lanes.defer(key);
+                    });
+                }
+            }
+            Some(()) = later.next(), if !later.is_empty() => {}
+        }
+    }
 }

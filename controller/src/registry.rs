@@ -276,7 +276,13 @@ pub struct Registry {
     digest: RwLock<Option<Arc<crate::decide::DigestKey>>>,
     /// Bumped on every change; reconcilers re-run failed objects, renewal re-plans.
     version: watch::Sender<u64>,
+    /// How many SealedSecrets each key opened (at most [`MAX_RECENT_KEYS`] ids): objects
+    /// without a key hint try the most successful keys first.
+    recent: std::sync::Mutex<BTreeMap<KeyId, u64>>,
 }
+
+/// How many recently successful keys the registry remembers for ordering.
+pub const MAX_RECENT_KEYS: usize = 64;
 
 impl Default for Registry {
     fn default() -> Self {
@@ -287,6 +293,7 @@ impl Default for Registry {
             refused: RwLock::new(BTreeMap::new()),
             digest: RwLock::new(None),
             version: watch::channel(0).0,
+            recent: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -518,6 +525,36 @@ impl Registry {
         ids.into_iter().collect()
     }
 
+    /// Record that `ids` just opened a SealedSecret: they move up in
+    /// [`usable_recent_first`](Self::usable_recent_first).
+    pub fn note_opened(&self, ids: &[KeyId]) {
+        let mut counts = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if counts.len() >= MAX_RECENT_KEYS && !counts.contains_key(id) {
+                // Forget the least successful key to make room (keys come and go with renewal).
+                if let Some(least) = counts.iter().min_by_key(|(_, n)| **n).map(|(k, _)| k.clone()) {
+                    counts.remove(&least);
+                }
+            }
+            *counts.entry(id.clone()).or_default() += 1;
+        }
+    }
+
+    /// [`usable`](Self::usable), the keys that opened the most SealedSecrets first (by order of
+    /// magnitude), ties and keys never seen newest first: what an object without any hint tries.
+    /// Counting rather than recency keeps round-robin sealed objects from always finding their
+    /// key last.
+    pub fn usable_recent_first(&self) -> Vec<Arc<LoadedKey>> {
+        let counts = self.recent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut keys = self.usable();
+        let opened = |k: &LoadedKey| k.decryption.ids().filter_map(|id| counts.get(id)).sum::<u64>();
+        // By order of magnitude, so keys that open about as many objects as each other keep a
+        // fixed (newest-first, the sort is stable) order instead of chasing the last success:
+        // with objects spread evenly over the keys any fixed order averages (keys + 1)/2 tries.
+        keys.sort_by_key(|k| std::cmp::Reverse((opened(k) + 1).ilog2()));
+        keys
+    }
+
     pub fn find(&self, id: &KeyId) -> Option<Arc<LoadedKey>> {
         self.all().into_iter().find(|k| k.decryption.has_id(id))
     }
@@ -608,6 +645,36 @@ mod tests {
             assert_eq!(r.all()[0].state, KeyState::Revoked, "{a} / {b}");
             assert!(r.usable().is_empty() && r.sealing().is_none());
         }
+    }
+
+    #[test]
+    fn keys_that_opened_the_most_objects_come_first_and_the_rest_stay_newest_first() {
+        let (a, b, c) = (pair(), pair(), pair());
+        let r = Registry::default();
+        r.replace_all(vec![
+            loaded("a", &a, KeyState::Active),
+            loaded("b", &b, KeyState::Retired),
+            loaded("c", &c, KeyState::Active),
+        ]);
+        let ids = |keys: Vec<Arc<LoadedKey>>| keys.iter().map(|k| k.id().clone()).collect::<Vec<_>>();
+        assert_eq!(ids(r.usable_recent_first()), ids(r.usable()), "nothing opened yet: newest first");
+        let newest_first = ids(r.usable());
+        r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(
+            ids(r.usable_recent_first()),
+            vec![newest_first[2].clone(), newest_first[0].clone(), newest_first[1].clone()]
+        );
+        r.note_opened(std::slice::from_ref(&newest_first[1]));
+        assert_eq!(
+            ids(r.usable_recent_first()),
+            vec![newest_first[1].clone(), newest_first[2].clone(), newest_first[0].clone()],
+            "equal counts: newest first"
+        );
+        r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(ids(r.usable_recent_first())[0], newest_first[1], "2 and 1 opened: same magnitude");
+        r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(ids(r.usable_recent_first())[0], newest_first[2], "3 against 1: a magnitude ahead");
+        assert_eq!(r.recent.lock().unwrap().len(), 2, "each id is counted once");
     }
 
     #[test]

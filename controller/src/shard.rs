@@ -239,20 +239,28 @@ impl Running {
 /// shards; with shards, only for objects of a shard this replica holds, and abandoned if the
 /// shard is lost meanwhile.
 pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Result<Action, crate::reconcile::Error> {
-    let Some(shards) = shared.shards.clone() else { return crate::reconcile::reconcile(ss, shared).await };
+    Ok(reconcile_for(ss, shared).await?.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// [`reconcile`], saying when to run again (`None`: on the next change), for the resync lane.
+pub async fn reconcile_for(
+    ss: Arc<SealedSecretObject>,
+    shared: Arc<Shared>,
+) -> Result<Option<Duration>, crate::reconcile::Error> {
+    let Some(shards) = shared.shards.clone() else { return crate::reconcile::reconcile_for(ss, shared).await };
     let shard = plan::shard_of(&ss.namespace().unwrap_or_default(), &ss.name_any(), shards.count);
     let Some(running) = shards.begin(shard).await else {
         // Another replica's (or nobody's until a Lease is taken, which requeues it).
-        return Ok(Action::await_change());
+        return Ok(None);
     };
     shards.metrics.reconciles.get_or_create(&ShardLabels { shard: label(shard) }).inc();
     let object = format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any());
-    match running.guard(crate::reconcile::reconcile(ss, shared)).await {
+    match running.guard(crate::reconcile::reconcile_for(ss, shared)).await {
         Some(result) => result,
         None => {
             tracing::warn!(object, shard, "shard lost while reconciling: abandoned (its holder reconciles it again)");
             // Skipped at once unless this replica still (or again) holds the shard.
-            Ok(Action::requeue(Duration::from_secs(1)))
+            Ok(Some(Duration::from_secs(1)))
         }
     }
 }

@@ -168,6 +168,11 @@ impl ChildProcess {
             .map_err(|e| Error::io(format!("sending {signal:?} to {}", self.name), e.into()))
     }
 
+    /// The process id (for reading `/proc/<pid>/stat` in benches).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Peak resident set size (`VmHWM` in `/proc/<pid>/status`) in KiB, while it runs.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;

@@ -15,10 +15,15 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 
 /// SealedSecret `s{i:05}` in `ns` with `values` values, sealed for `cert` under `api`.
 pub fn sealed(cert: &Certificate, ns: &str, i: usize, values: usize, api: ApiGroup) -> serde_json::Value {
+    sealed_named(cert, ns, &format!("s{i:05}"), values, api)
+}
+
+/// SealedSecret `name` in `ns` with `values` values, sealed for `cert` under `api`.
+pub fn sealed_named(cert: &Certificate, ns: &str, name: &str, values: usize, api: ApiGroup) -> serde_json::Value {
     let data: serde_json::Map<String, serde_json::Value> =
-        (0..values).map(|v| (format!("key{v}"), json!(format!("value-{i}-{v}")))).collect();
+        (0..values).map(|v| (format!("key{v}"), json!(format!("value-{name}-{v}")))).collect();
     let secret = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("s{i:05}"), "namespace": ns}, "stringData": data});
+        "metadata": {"name": name, "namespace": ns}, "stringData": data});
     let plain = PlainSecret::from_value(&secret).unwrap();
     let set = RecipientSet::new(vec![cert.recipient().unwrap()]).unwrap();
     serde_json::to_value(seal_secret(&plain, &set, &SealOptions { api, ..Default::default() }).unwrap()).unwrap()

@@ -48,7 +48,7 @@ pub mod status;
 
 use gitseal_shared::seal::{key_hints, unseal};
 use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretStatus};
-use gitseal_shared::value::DecryptionKey;
+use gitseal_shared::value::{DecryptionKey, order_by_hints};
 use gitseal_shared::{Error as CoreError, KeyId};
 use k8s_openapi::api::core::v1::Secret;
 
@@ -218,13 +218,14 @@ impl std::fmt::Debug for Inputs<'_> {
     }
 }
 
-pub fn decide(inp: &Inputs<'_>) -> Decision {
+/// The part of [`decide`] that needs no key and no ciphertext: a refusal because the Secret is
+/// not ours, or `InSync` on the fast path; `None` when the values must be unsealed. Works on a
+/// trimmed cached object ([`crate::trim`]), whose sealed digest was computed before trimming.
+pub fn without_keys(inp: &Inputs<'_>) -> Option<Decision> {
     let ss = inp.ss;
-    let digest = sealed_digest(ss);
+    let digest = crate::trim::cached_digest(ss).map_or_else(|| sealed_digest(ss), str::to_string);
     let owner = inp.existing.map(|s| ownership(s, ss, inp.group));
     let ours = owner == Some(Ownership::Ours);
-    let status_key_ids: Vec<KeyId> =
-        ss.status.as_ref().and_then(|s| s.key_id.as_deref()).map(KeyId::parse_list).unwrap_or_default();
     let on_revoked_key = |ids: &[KeyId]| ids.iter().any(|id| inp.revoked.contains(id));
 
     if let Some(existing) = inp.existing {
@@ -236,13 +237,13 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 let msg = format!(
                     "Secret {secret_name} already exists and is controlled by another object: gitseal never takes over a Secret another owner controls"
                 );
-                return failed(inp, Reason::SecretNotOwned, msg, 0);
+                return Some(failed(inp, Reason::SecretNotOwned, msg, 0));
             }
             Some(Ownership::Unclaimed) if !flag(MANAGED_ANNOTATION) && !flag(PATCH_ANNOTATION) => {
                 let msg = format!(
                     "Secret {secret_name} already exists and is not managed by this SealedSecret: annotate it with {MANAGED_ANNOTATION}: \"true\" to let gitseal take it over"
                 );
-                return failed(inp, Reason::SecretNotOwned, msg, 0);
+                return Some(failed(inp, Reason::SecretNotOwned, msg, 0));
             }
             _ => {}
         }
@@ -258,7 +259,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
             && !on_revoked_key(&secret_key_ids)
         {
             let message = String::new();
-            return Decision {
+            return Some(Decision {
                 outcome: Outcome::InSync,
                 apply: None,
                 status: next_status(ss, true, "Unsealed", &message, Some(&secret_key_ids), inp.now),
@@ -267,15 +268,32 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 private_ops: 0,
                 message,
                 data_changed: false,
-            };
+            });
         }
     }
+    None
+}
+
+pub fn decide(inp: &Inputs<'_>) -> Decision {
+    if let Some(d) = without_keys(inp) {
+        return d;
+    }
+    // From here on the object must be whole: reconcile GETs it ([`crate::trim`] cuts the cache).
+    let ss = inp.ss;
+    let digest = sealed_digest(ss);
+    let ours = inp.existing.map(|s| ownership(s, ss, inp.group)) == Some(Ownership::Ours);
+    let status_key_ids: Vec<KeyId> =
+        ss.status.as_ref().and_then(|s| s.key_id.as_deref()).map(KeyId::parse_list).unwrap_or_default();
+    let on_revoked_key = |ids: &[KeyId]| ids.iter().any(|id| inp.revoked.contains(id));
 
     if inp.keys.is_empty() {
         return failed(inp, Reason::NoKeys, "no sealing key is loaded yet".into(), 0);
     }
     // Failures that depend on plaintext read like decryption failures (issue #9, item 9).
-    let unsealed = match unseal(ss, inp.keys).map_err(CoreError::for_remote) {
+    // The keys that opened this object last time (its status) go first: a changed object
+    // costs one private operation per value. The key-id annotation still wins (in `unseal`).
+    let ordered = order_by_hints(inp.keys, &status_key_ids);
+    let unsealed = match unseal(ss, &ordered).map_err(CoreError::for_remote) {
         Ok(u) => u,
         Err(CoreError::Undecryptable(items)) => {
             let hinted = key_hints(ss);
@@ -511,6 +529,63 @@ mod tests {
         assert_eq!(again.outcome, Outcome::InSync);
         assert_eq!(again.private_ops, 0);
         assert!(again.apply.is_none() && again.status.is_none() && again.event.is_none());
+    }
+
+    #[test]
+    fn a_changed_object_without_key_hints_tries_the_key_its_status_names_first() {
+        let (k, other) = (keys().0.decryption_key().unwrap(), keys().1.decryption_key().unwrap());
+        let mut ss = sealed(&keys().0, &[]);
+        // As kubeseal makes it: no key-id annotation.
+        ss.metadata.annotations.get_or_insert_default().remove(gitseal_shared::keyid::KEY_ID_ANNOTATION);
+        let first = run(&ss, &[&other, &k], &[], None);
+        assert_eq!(first.private_ops, 2 + 1, "the wrong key once, then the key that opened the first value");
+        let mut ss = with_status(ss, &first);
+        ss.metadata.generation = Some(2);
+        ss.spec.encrypted_data.insert("extra".into(), ss.spec.encrypted_data["user"].clone());
+        let changed = run(&ss, &[&other, &k], &[], Some(&applied(&first)));
+        assert_eq!(changed.outcome, Outcome::Unsealed);
+        assert_eq!(changed.private_ops, 3, "one private operation per value: the status named the key");
+    }
+
+    #[test]
+    fn a_trimmed_cached_object_is_found_in_sync_without_its_ciphertext_and_a_changed_one_is_not() {
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let first = run(&ss, &[&k], &[], None);
+        let ss = with_status(ss, &first);
+        let existing = applied(&first);
+        let mut cached = ss.clone();
+        crate::trim::for_cache(&mut cached);
+        let cheap = |o: &SealedSecretObject| {
+            without_keys(&Inputs {
+                ss: o,
+                group: ApiGroup::Gitseal,
+                keys: &[],
+                revoked: &[],
+                existing: Some(&existing),
+                digest_key: digest_key(),
+                now: NOW,
+            })
+        };
+        let d = cheap(&cached).expect("in sync from the cache");
+        assert_eq!((d.outcome, d.private_ops), (Outcome::InSync, 0));
+        // A new value under the same item name: the cached digest differs, the values must open.
+        let mut changed = ss.clone();
+        changed.spec.encrypted_data.insert("password".into(), ss.spec.encrypted_data["user"].clone());
+        crate::trim::for_cache(&mut changed);
+        assert!(cheap(&changed).is_none());
+        // A revoked key is never in sync from the cache either.
+        let revoked = [k.id().clone()];
+        let inputs = Inputs {
+            ss: &cached,
+            group: ApiGroup::Gitseal,
+            keys: &[],
+            revoked: &revoked,
+            existing: Some(&existing),
+            digest_key: digest_key(),
+            now: NOW,
+        };
+        assert!(without_keys(&inputs).is_none());
     }
 
     #[test]

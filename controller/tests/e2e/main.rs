@@ -22,6 +22,7 @@ mod kubeseal_proxy;
 mod leader;
 mod pkcs11;
 mod rollout;
+mod scale;
 mod seal_page;
 mod shards;
 mod templates;
