@@ -109,14 +109,25 @@ for peer in $want; do
   esac
 done
 
-# SoftHSM2, the PKCS#11 token of the key-custody tests: a Debian package, not a Go build.
-if ! command -v softhsm2-util >/dev/null || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+# Debian packages, not Go builds: SoftHSM2 (the PKCS#11 token of the key-custody tests) and
+# Chromium with its WebDriver (the sealing page's tests run in a real headless browser).
+debs=()
+command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ] || debs+=(softhsm2)
+command -v chromium >/dev/null || debs+=(chromium)
+command -v chromedriver >/dev/null || debs+=(chromium-driver)
+if ((${#debs[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing softhsm2 (apt-get)"
-    apt-get update -qq && apt-get install -y -qq softhsm2
+    log "installing ${debs[*]} (apt-get)"
+    apt-get update -qq && apt-get install -y -qq "${debs[@]}"
   else
-    log "softhsm2 is missing: install it (apt-get install softhsm2) for the PKCS#11 tests"
+    log "missing: ${debs[*]}: install them (apt-get install ${debs[*]}) for the PKCS#11 and browser tests"
   fi
+fi
+
+# The sealing page's core is compiled to WebAssembly (web/build.sh, checked by tests/run.sh).
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding the wasm32-unknown-unknown Rust target (rustup)"
+  rustup target add wasm32-unknown-unknown
 fi
 
 # One file the Rust harness reads to find every binary, whatever the versions are.
