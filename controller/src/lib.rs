@@ -9,6 +9,7 @@
 pub mod aggregated;
 pub mod audit;
 pub mod audit_webhook;
+pub mod backoff;
 pub mod budget;
 pub mod config;
 pub mod crd;

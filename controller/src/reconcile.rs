@@ -22,6 +22,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use crate::Shared;
 use crate::audit::{AuditLog, now_rfc3339, object_of};
+use crate::backoff::Backoff;
 use crate::budget::WorkClass;
 use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
 use crate::lanes::Lanes;
@@ -257,10 +258,12 @@ async fn write_status(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup,
     }
 }
 
-pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>) -> Action {
+pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>, backoff: &Backoff) -> Duration {
     shared.metrics.reconcile_errors.get_or_create(&crate::metrics::ErrorLabels { error: error.metric_label() }).inc();
-    tracing::warn!(object = %format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any()), error = %crate::error::report(error), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(10))
+    let object = format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any());
+    let after = backoff.failed(&object);
+    tracing::warn!(object = %object, error = %crate::error::report(error), retry_in = ?after, "reconcile failed; retrying");
+    after
 }
 
 /// The controllers for every served group and namespace, merged into one stream to drive.
@@ -309,7 +312,8 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
     };
     let store = controller.store();
     let lanes = Arc::new(Lanes::new(shared.resync_backlog.clone()));
-    let resync = futures::stream::once(drain_resync(lanes.clone(), store.clone(), ar, shared.clone()))
+    let backoff = Arc::new(Backoff::default());
+    let resync = futures::stream::once(drain_resync(lanes.clone(), store.clone(), ar, shared.clone(), backoff.clone()))
         .filter_map(|()| futures::future::ready(None));
     let synced = shared.clone();
     shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -331,8 +335,14 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
             }
         }
     });
-    let sort = move |ss: Arc<SealedSecretObject>, shared: Arc<Shared>| sort_into_lanes(ss, shared, lanes.clone());
-    let controller = controller.run(sort, error_policy, shared).map(|res| {
+    let retries = backoff.clone();
+    let sort = move |ss: Arc<SealedSecretObject>, shared: Arc<Shared>| {
+        sort_into_lanes(ss, shared, lanes.clone(), retries.clone())
+    };
+    let policy = move |ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>| {
+        Action::requeue(error_policy(ss, error, shared, &backoff))
+    };
+    let controller = controller.run(sort, policy, shared).map(|res| {
         if let Err(e) = res {
             match e {
                 kube::runtime::controller::Error::ObjectNotFound(_) => tracing::debug!(error = %e, "object gone"),
@@ -345,8 +355,14 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
 
 /// The controller's reconcile: an unchanged object goes to the resync lane, anything else is
 /// reconciled now (see [`crate::lanes`]).
-async fn sort_into_lanes(ss: Arc<SealedSecretObject>, shared: Arc<Shared>, lanes: Arc<Lanes>) -> Result<Action, Error> {
+async fn sort_into_lanes(
+    ss: Arc<SealedSecretObject>,
+    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
+    backoff: Arc<Backoff>,
+) -> Result<Action, Error> {
     let key = (ss.namespace().unwrap_or_default(), ss.name_any());
+    let object = format!("{}/{}", key.0, key.1);
     if ss.metadata.deletion_timestamp.is_none() && crate::lanes::is_unchanged(&ss) {
         lanes.defer(key);
         return Ok(Action::await_change());
@@ -356,7 +372,11 @@ async fn sort_into_lanes(ss: Arc<SealedSecretObject>, shared: Arc<Shared>, lanes
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
     // With `--shards`, only objects of the shards this replica holds.
-    crate::shard::reconcile(ss, shared).await
+    let result = crate::shard::reconcile(ss, shared).await;
+    if result.is_ok() {
+        backoff.succeeded(&object);
+    }
+    result
 }
 
 /// Work through the resync lane, at most `--workers` at a time, only while nothing urgent runs.
@@ -366,6 +386,7 @@ async fn drain_resync(
     store: reflector::Store<SealedSecretObject>,
     ar: kube::api::ApiResource,
     shared: Arc<Shared>,
+    backoff: Arc<Backoff>,
 ) {
     let mut running = futures::stream::FuturesUnordered::new();
     let mut later = futures::stream::FuturesUnordered::new();
@@ -375,14 +396,15 @@ async fn drain_resync(
             slot = lanes.next_resync(), if running.len() < workers => {
                 let object = store.get(&ObjectRef::new_with(&slot.key().1, ar.clone()).within(&slot.key().0));
                 let shared = shared.clone();
+                let backoff = backoff.clone();
                 running.push(async move {
                     let ss = object?;
                     let again = match crate::shard::reconcile_for(ss.clone(), shared.clone()).await {
-                        Ok(again) => again,
-                        Err(e) => {
-                            error_policy(ss, &e, shared);
-                            Some(Duration::from_secs(10))
+                        Ok(again) => {
+                            backoff.succeeded(&format!("{}/{}", slot.key().0, slot.key().1));
+                            again
                         }
+                        Err(e) => Some(error_policy(ss, &e, shared, &backoff)),
                     };
                     again.map(|d| (slot.key().clone(), d))
                 });

@@ -66,7 +66,7 @@ async fn run(script: Vec<Step>, deleting: bool) -> Run {
         .expect("reconcile finishes");
     let seen = server.await.expect("the API server saw the scripted conversation");
     if let Err(e) = &result {
-        error_policy(ss.clone(), e, shared.clone());
+        error_policy(ss.clone(), e, shared.clone(), &crate::backoff::Backoff::default());
     }
     Run { result, seen, shared, ss, audit }
 }
