@@ -18,6 +18,9 @@
 //!   `gitseal_resync_backlog` gauge.
 //! - A drift trigger (the owned Secret edited or deleted) of an unchanged object also takes the
 //!   resync lane: kube-runtime does not say why it runs reconcile.
+//! - The lane is never starved: a tenant who keeps creating or changing objects holds it back
+//!   for at most [`STARVATION_LIMIT`] per object taken, so drift repair and re-encryption for
+//!   everyone else still progress (at least a few objects a second per worker under a flood).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,9 @@ use std::sync::{Arc, Mutex};
 use gitseal_shared::types::SealedSecretObject;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
+
+/// How long the resync lane yields to urgent work before it takes its next object anyway.
+pub const STARVATION_LIMIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Whether the object's status says this generation was already reconciled (successfully or
 /// not): a resync, not news.
@@ -118,7 +124,8 @@ impl Lanes {
     pub async fn next_resync(self: &Arc<Self>) -> InFlight {
         loop {
             let mut idle = self.urgent.subscribe();
-            let _ = idle.wait_for(|n| *n == 0).await;
+            // Urgent work first, but not forever (a flood of new objects must not stop repairs).
+            let _ = tokio::time::timeout(STARVATION_LIMIT, idle.wait_for(|n| *n == 0)).await;
             let next = {
                 let mut q = lock(&self.queue);
                 let k = q.order.pop_front();
@@ -174,6 +181,22 @@ mod tests {
         assert!(!is_unchanged(&ss), "changed since");
         ss.status.as_mut().unwrap().observed_generation = Some(2);
         assert!(is_unchanged(&ss));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_urgent_work_delays_the_resync_lane_but_never_stops_it() {
+        let lanes = Arc::new(Lanes::new(Gauge::default()));
+        for n in ["a", "b", "c"] {
+            lanes.defer(key(n));
+        }
+        // Urgent work that never ends (a tenant creating objects without pause).
+        let _flood = lanes.start_urgent(key("flood")).unwrap();
+        let started = tokio::time::Instant::now();
+        for n in ["a", "b", "c"] {
+            let next = tokio::time::timeout(STARVATION_LIMIT * 4, lanes.next_resync()).await;
+            assert_eq!(next.expect("the lane makes progress under a flood").key(), &key(n));
+        }
+        assert!(started.elapsed() >= STARVATION_LIMIT * 3, "but each object yields to the flood first");
     }
 
     #[tokio::test]
