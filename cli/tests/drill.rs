@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gitseal_shared::types::ApiGroup;
-use gitseal_tests::gitseal::{GitsealController, controller_binary};
+use gitseal_tests::gitseal::{GitsealController, Launch, controller_binary};
 use gitseal_tests::service_route::{HostLink, ServiceRoute};
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, exec_binary, http_get, wait_for, with_temp_ns};
 use k8s_openapi::api::core::v1::Secret;
@@ -551,16 +551,8 @@ async fn controller_behind_service(plane: &ControlPlane, ns: &TestNamespace) -> 
     let link = HostLink::shared()?;
     let host = link.address().to_string();
     let flags = ["--key-size=2048", "--key-renew-period=0"];
-    let c = GitsealController::start_on(
-        plane,
-        &controller_binary()?,
-        ns.name(),
-        Some(ns.name()),
-        "cli-proxy",
-        &host,
-        &flags,
-    )
-    .await?;
+    let how = Launch { watch: Some(ns.name()), host: &host, flags: &flags, ..Launch::new(ns.name(), "cli-proxy") };
+    let c = GitsealController::launch(plane, &controller_binary()?, &how).await?;
     let port: u16 = c.api.rsplit(':').next().unwrap_or_default().parse()?;
     let route = ServiceRoute::create(&ns.client(), ns.name(), "gitseal-controller", link, port).await?;
     route.wait_until_served("/v1/cert.pem", TIMEOUT).await?;

@@ -177,7 +177,7 @@ struct Receiver {
     seen: Mutex<Seen>,
     max_body: usize,
     /// Refusals audited per client: one a second, bursts of five (a flood costs log lines).
-    refusals: crate::http::RateLimiter,
+    refusals: crate::budget::RateLimiter,
 }
 
 fn load_roots(path: &Path) -> crate::error::Result<RootCertStore> {
@@ -316,7 +316,7 @@ pub async fn serve(
         token,
         seen: Mutex::new(Seen::default()),
         max_body: cfg.max_body_bytes,
-        refusals: crate::http::RateLimiter::new(1.0, 5),
+        refusals: crate::budget::RateLimiter::new(1.0, 5),
     });
     let app = router(receiver);
     tracing::info!(addr = %cfg.addr, "audit webhook receiver listening");

@@ -350,6 +350,46 @@ pub fn client_of(headers: &HeaderMap, peer: SocketAddr, trusted: &[Cidr]) -> IpA
     client
 }
 
+/// Token buckets per client address.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+        RateLimiter { rate, burst: f64::from(burst), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Take one token for `client`; false when it is over its rate.
+    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= MAX_TRACKED_CLIENTS && !b.contains_key(&client) {
+            // Forget idle clients (a full bucket is the same as no entry).
+            let (rate, burst) = (self.rate, self.burst);
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = b.entry(client).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole seconds after which a refused client surely has a token again: the `Retry-After`
+    /// of a 429. client-go (so kubeseal) retries a 429 only when that header is present, as
+    /// Bitnami's limiter sends it; without it `kubeseal --validate` of a stream fails.
+    pub fn retry_after_secs(&self) -> u64 {
+        (1.0 / self.rate).ceil().clamp(1.0, 3600.0) as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,10 +10,8 @@
 //! calls them (the API server's service proxy strips credentials): `--disable-legacy-endpoints`
 //! turns them off, leaving the authenticated aggregated API.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,48 +25,6 @@ use crate::Shared;
 use crate::budget::ClientKey;
 use crate::metrics::Endpoint;
 use crate::service::{self, Call, Done, Op, ServiceError, parse_body, read_body};
-
-/// Token buckets per client address.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-const MAX_TRACKED_CLIENTS: usize = 65_536;
-
-impl RateLimiter {
-    pub fn new(rate: f64, burst: u32) -> RateLimiter {
-        RateLimiter { rate, burst: f64::from(burst), buckets: Mutex::new(HashMap::new()) }
-    }
-
-    /// Take one token for `client`; false when it is over its rate.
-    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if b.len() >= MAX_TRACKED_CLIENTS && !b.contains_key(&client) {
-            // Forget idle clients (a full bucket is the same as no entry).
-            let (rate, burst) = (self.rate, self.burst);
-            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
-        }
-        let (tokens, at) = b.entry(client).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Whole seconds after which a refused client surely has a token again: the `Retry-After`
-    /// of a 429. client-go (so kubeseal) retries a 429 only when that header is present, as
-    /// Bitnami's limiter sends it; without it `kubeseal --validate` of a stream fails.
-    pub fn retry_after_secs(&self) -> u64 {
-        (1.0 / self.rate).ceil().clamp(1.0, 3600.0) as u64
-    }
-}
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let mut app = Router::new()
@@ -220,7 +176,9 @@ async fn rotate_handler(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::budget::RateLimiter;
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn rate_limiter_allows_the_burst_then_refills_at_the_rate() {
@@ -383,7 +341,7 @@ pub(crate) mod tests {
             let _ = post(&app, "/v1/verify", b"{}".to_vec()).await;
         }
         let records = lines.text().lines().count();
-        let burst = crate::REFUSAL_AUDITS_BURST as usize;
+        let burst = crate::context::REFUSAL_AUDITS_BURST as usize;
         assert!(records >= burst, "the first refusals are audited: {records}");
         assert!(records <= burst + 3, "200 refusals wrote {records} audit records");
         // They are still counted.

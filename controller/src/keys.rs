@@ -290,7 +290,7 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                 for k in shared.registry.replace_all_keeping_vanished(std::mem::take(&mut buffer)) {
                     key_secret_lost(&shared, k);
                 }
-                shared.keys_synced.send_replace(true);
+                shared.standing.keys_synced.send_replace(true);
                 tracing::info!(keys = shared.registry.len(), "key Secrets loaded");
                 update_key_metrics(&shared);
             }
@@ -362,7 +362,7 @@ pub async fn watch_keys(shared: Arc<Shared>) {
         }
         // Revoked ids known here but not in the list Secret (a key labelled revoked by hand or
         // by an older version, a deleted list): write them down.
-        if *shared.keys_synced.borrow() && !shared.registry.revocation_list().is_subset(&persisted) {
+        if *shared.standing.keys_synced.borrow() && !shared.registry.revocation_list().is_subset(&persisted) {
             match persist_revocations(&shared).await {
                 Ok(now_listed) => persisted = now_listed,
                 Err(e) => tracing::warn!(error = %e, "cannot write the revocation list; retrying on the next change"),
@@ -736,7 +736,7 @@ fn key_secret(
 
 /// Leader only: make the first key, honour the cutoff, and renew every period.
 pub async fn renewal_loop(shared: Arc<Shared>) {
-    let mut synced = shared.keys_synced.subscribe();
+    let mut synced = shared.standing.keys_synced.subscribe();
     let _ = synced.wait_for(|s| *s).await;
     while let Err(e) = ensure_digest_key(&shared).await {
         tracing::error!(error = %crate::error::report(&e), "no digest key; retrying in 5s");

@@ -12,6 +12,7 @@ pub mod audit_webhook;
 pub mod backoff;
 pub mod budget;
 pub mod config;
+pub mod context;
 pub mod crd;
 pub mod decide;
 pub mod error;
@@ -37,115 +38,16 @@ pub mod token;
 pub mod trim;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::error::Context as _;
 use futures::StreamExt;
 use gitseal_shared::audit::Outcome as AuditOutcome;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::registry::Registry;
-
-/// Audit records of refused unauthenticated calls per client address: rate and burst.
-pub const REFUSAL_AUDITS_PER_SECOND: f64 = 1.0;
-pub const REFUSAL_AUDITS_BURST: u32 = 20;
-
-/// Everything the tasks of the controller share.
-pub struct Shared {
-    pub client: kube::Client,
-    pub config: Config,
-    pub registry: Registry,
-    pub metrics: Metrics,
-    pub audit: AuditLog,
-    pub recorder: Recorder,
-    pub rate_limiter: http::RateLimiter,
-    /// How many refusals of unauthenticated callers (by address) reach the audit log: a flood
-    /// of free refusals must not fill the disk (and, with `--audit-required`, stop unsealing).
-    /// Refusals beyond it are still counted in `gitseal_api_requests_total`.
-    pub refusal_audits: http::RateLimiter,
-    /// The one pool that runs every private-key operation (reconcile first).
-    pub pool: budget::PrivatePool,
-    /// API callers' budgets of private-key operations.
-    pub op_limiter: budget::OpLimiter,
-    pub revoked: reconcile::RevokedSet,
-    /// True once the key watch has listed the key Secrets.
-    pub keys_synced: watch::Sender<bool>,
-    /// SealedSecret watches not yet synced (leader only).
-    pub watches_pending: AtomicI64,
-    pub leading: AtomicBool,
-    /// With `--shards` > 1: the shards this replica holds (see [`shard`]).
-    pub shards: Option<Arc<shard::Shards>>,
-    /// The PKCS#11 token new keys are made in (`--pkcs11-module`), once opened.
-    pub token: std::sync::OnceLock<Arc<gitseal_keys::pkcs11::Token>>,
-    /// Unchanged objects waiting in the resync lanes (`gitseal_resync_backlog`).
-    pub resync_backlog: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config", &self.config).field("registry", &self.registry).finish()
-    }
-}
-
-impl Shared {
-    /// Everything shared, with an empty key registry, from the resolved configuration.
-    pub fn new(client: kube::Client, config: Config, audit: AuditLog) -> Shared {
-        let reporter = Reporter { controller: "gitseal-controller".into(), instance: Some(config.identity.clone()) };
-        let b = &config.budget;
-        let mut metrics = Metrics::default();
-        metrics.registry.register(
-            "audit_write_errors",
-            "Audit records that could not be written (lost, or refused work with --audit-required)",
-            audit.write_errors.clone(),
-        );
-        let shards = shard::Shards::for_config(&config, &mut metrics.registry);
-        let resync_backlog = prometheus_client::metrics::gauge::Gauge::default();
-        metrics.registry.register(
-            "resync_backlog",
-            "Unchanged SealedSecrets waiting to be re-checked behind new and changed ones",
-            resync_backlog.clone(),
-        );
-        Shared {
-            recorder: Recorder::new(client.clone(), reporter),
-            rate_limiter: http::RateLimiter::new(config.rate_limit, config.rate_limit_burst),
-            refusal_audits: http::RateLimiter::new(REFUSAL_AUDITS_PER_SECOND, REFUSAL_AUDITS_BURST),
-            pool: budget::PrivatePool::new(b.threads, b.api_queue),
-            op_limiter: budget::OpLimiter::new(b.ops_rate, b.ops_burst, b.per_request),
-            client,
-            registry: Registry::default(),
-            metrics,
-            audit,
-            revoked: reconcile::RevokedSet::default(),
-            keys_synced: watch::channel(false).0,
-            watches_pending: AtomicI64::new(0),
-            leading: AtomicBool::new(false),
-            shards,
-            token: std::sync::OnceLock::new(),
-            resync_backlog,
-            config,
-        }
-    }
-
-    /// Ready means: keys listed, a key loaded, and (when leading, or with shards) every watch synced.
-    pub fn readiness(&self) -> Result<(), &'static str> {
-        if !*self.keys_synced.borrow() {
-            return Err("key Secrets not listed yet");
-        }
-        if self.registry.sealing().is_none() {
-            return Err("no sealing key loaded");
-        }
-        // With shards every replica reconciles, so every replica waits for its watches.
-        let reconciling = self.leading.load(Ordering::SeqCst) || self.shards.is_some();
-        if reconciling && self.watches_pending.load(Ordering::SeqCst) > 0 {
-            return Err("SealedSecret watches not synced");
-        }
-        self.audit.ready_for_work()
-    }
-}
+pub use crate::context::{Limits, Shared, Standing};
 
 /// The audit sink, continuing the cluster's history: the signing key from its Secret (made on
 /// first start), the head from the audit file or the checkpoint.
@@ -270,7 +172,7 @@ async fn lead_and_work(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::error::Result<()> {
-    if shared.shards.is_some() {
+    if shared.standing.shards.is_some() {
         return shard::lead_and_work(shared, shutdown).await;
     }
     tokio::pin!(shutdown);
@@ -291,7 +193,7 @@ async fn lead_and_work(
         }
         tracing::info!("became leader");
     }
-    shared.leading.store(true, Ordering::SeqCst);
+    shared.standing.leading.store(true, Ordering::SeqCst);
     shared.metrics.leader.set(1);
     let mut rec = AuditLog::record("LeadershipAcquired", AuditOutcome::Success);
     rec.message = Some(shared.config.identity.clone());
@@ -316,7 +218,7 @@ async fn lead_and_work(
     if let Err(e) = audit::cluster::write_checkpoint(&shared).await {
         tracing::warn!(error = %crate::error::report(&e), "cannot write the last audit checkpoint");
     }
-    shared.leading.store(false, Ordering::SeqCst);
+    shared.standing.leading.store(false, Ordering::SeqCst);
     shared.metrics.leader.set(0);
     if let Some(lock) = &lock {
         lock.release().await;

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub latest_key_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub reconciles_in_flight: Gauge,
     pub revoked_sealed_secrets: Gauge,
+    /// The objects behind `revoked_sealed_secrets` (namespace/name).
+    revoked_objects: std::sync::Mutex<std::collections::HashSet<String>>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub leader: Gauge,
     /// Reconciles that ended in an API error and are retried (`error_policy`), by step.
@@ -123,6 +125,20 @@ pub fn outcome_label(o: Outcome) -> &'static str {
     }
 }
 
+impl Metrics {
+    /// Record whether the last reconcile of `object` (namespace/name) failed on a revoked key,
+    /// and set `gitseal_sealed_secrets_on_revoked_keys` to how many did.
+    pub fn mark_revoked(&self, object: String, revoked: bool) {
+        let mut s = self.revoked_objects.lock().unwrap_or_else(|p| p.into_inner());
+        if revoked {
+            s.insert(object);
+        } else {
+            s.remove(&object);
+        }
+        self.revoked_sealed_secrets.set(i64::try_from(s.len()).unwrap_or(i64::MAX));
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("gitseal");
@@ -136,6 +152,7 @@ impl Default for Metrics {
             latest_key_age_seconds: Gauge::default(),
             reconciles_in_flight: Gauge::default(),
             revoked_sealed_secrets: Gauge::default(),
+            revoked_objects: std::sync::Mutex::default(),
             api_requests: Family::default(),
             leader: Gauge::default(),
             reconcile_errors: Family::default(),

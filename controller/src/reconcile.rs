@@ -4,8 +4,7 @@
 //! produces (watched as metadata only, so a direct edit or delete triggers a repair) and
 //! re-runs every object when the key registry changes.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -51,22 +50,6 @@ impl Error {
             Error::Decide(..) => "decide",
             Error::GetObject(..) => "get_object",
         }
-    }
-}
-
-/// Objects whose last reconcile failed with KeyRevoked (for the gauge).
-#[derive(Debug, Default)]
-pub struct RevokedSet(Mutex<HashSet<String>>);
-
-impl RevokedSet {
-    fn set(&self, key: String, revoked: bool) -> usize {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if revoked {
-            s.insert(key);
-        } else {
-            s.remove(&key);
-        }
-        s.len()
     }
 }
 
@@ -132,6 +115,7 @@ pub async fn reconcile_for(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> 
     // (API floods cannot delay it); the pool counts every operation, failed ones included.
     let (job_ss, job_existing) = (ss.clone(), existing.clone());
     let (decision, spent) = shared
+        .limits
         .pool
         .run(WorkClass::Reconcile, move || {
             let keys: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
@@ -164,9 +148,7 @@ async fn act(
     decision: Decision,
 ) -> Result<Option<Duration>, Error> {
     let (ns, name) = (ss.namespace().unwrap_or_default(), ss.name_any());
-    let revoked_count =
-        shared.revoked.set(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
-    shared.metrics.revoked_sealed_secrets.set(i64::try_from(revoked_count).unwrap_or(i64::MAX));
+    shared.metrics.mark_revoked(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
 
     let mut apply_error = None;
     if let Some(secret) = &decision.apply {
@@ -306,24 +288,24 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         .with_config(ControllerConfig::default().concurrency(shared.config.workers))
         .reconcile_all_on(key_changes);
     // With shards: gaining one requeues the cached objects (the others' are skipped at once).
-    let controller = match &shared.shards {
+    let controller = match &shared.standing.shards {
         Some(shards) => controller.reconcile_all_on(shards.gains()),
         None => controller,
     };
     let store = controller.store();
-    let lanes = Arc::new(Lanes::new(shared.resync_backlog.clone()));
+    let lanes = Arc::new(Lanes::new(shared.standing.resync_backlog.clone()));
     let backoff = Arc::new(Backoff::default());
     let resync = futures::stream::once(drain_resync(lanes.clone(), store.clone(), ar, shared.clone(), backoff.clone()))
         .filter_map(|()| futures::future::ready(None));
     let synced = shared.clone();
-    shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    shared.standing.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
         // kube-runtime's readiness signal wakes only the last task that polled it (the
         // controller's own runner), so poll again on a short timer instead of waiting once.
         loop {
             match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
-                    synced.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    synced.standing.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     tracing::debug!(group = %group, "SealedSecret watch synced");
                     return;
                 }

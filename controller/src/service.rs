@@ -271,7 +271,7 @@ pub fn record(shared: &Shared, call: &Call, ss: Option<&SealedSecretObject>, res
     // per-address budget: anyone who reaches the port could otherwise grow the log at will.
     if let (Err(e), ClientKey::Addr(addr)) = (result, &call.client)
         && e.is_free_refusal()
-        && !shared.refusal_audits.allow(*addr, Instant::now())
+        && !shared.limits.refusal_audits.allow(*addr, Instant::now())
     {
         return;
     }
@@ -311,18 +311,19 @@ async fn run(
         ClientKey::User(_) => None,
     };
     if let Some(addr) = by_addr
-        && !shared.rate_limiter.allow(addr, now)
+        && !shared.limits.requests.allow(addr, now)
     {
-        return Err(ServiceError::RateLimited(shared.rate_limiter.retry_after_secs()));
+        return Err(ServiceError::RateLimited(shared.limits.requests.retry_after_secs()));
     }
     let ss = parsed?;
     if shared.registry.usable().is_empty() {
         return Ok((ss, Err(ServiceError::NoKeys)));
     }
-    let limiter = &shared.op_limiter;
+    let limiter = &shared.limits.ops;
     let grant = limiter.admit(&call.client, now).map_err(ServiceError::RateLimited)?;
     let (job_shared, job_ss) = (shared.clone(), ss.clone());
     let ran = shared
+        .limits
         .pool
         .run(WorkClass::Api, move || {
             let mut budget = OpBudget::new(grant.ops);

@@ -247,7 +247,7 @@ pub async fn reconcile_for(
     ss: Arc<SealedSecretObject>,
     shared: Arc<Shared>,
 ) -> Result<Option<Duration>, crate::reconcile::Error> {
-    let Some(shards) = shared.shards.clone() else { return crate::reconcile::reconcile_for(ss, shared).await };
+    let Some(shards) = shared.standing.shards.clone() else { return crate::reconcile::reconcile_for(ss, shared).await };
     let shard = plan::shard_of(&ss.namespace().unwrap_or_default(), &ss.name_any(), shards.count);
     let Some(running) = shards.begin(shard).await else {
         // Another replica's (or nobody's until a Lease is taken, which requeues it).

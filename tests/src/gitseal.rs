@@ -87,10 +87,49 @@ pub struct GitsealController {
     pub audit_log: PathBuf,
 }
 
+/// How to start a gitseal-controller: everything but the control plane and the binary.
+/// `Launch::new(ns, name)` gives the defaults; set the fields that differ.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    /// The controller's namespace; its CRDs-independent RBAC and ServiceAccount are made there.
+    pub namespace: &'a str,
+    /// `--namespaces`: what it watches (all namespaces when `None`).
+    pub watch: Option<&'a str>,
+    /// `--pod-name`, also in the audit log's file name.
+    pub name: &'a str,
+    /// Where the HTTP API listens (e.g. a [`crate::service_route::HostLink`] address the
+    /// apiserver's service proxy can reach); `127.0.0.1` by default.
+    pub host: &'a str,
+    /// The API server URL in the controller's kubeconfig (a [`crate::fault_proxy::FaultProxy`]
+    /// in front of it); the control plane's own by default.
+    pub server: Option<&'a str>,
+    /// More flags, after the harness's own.
+    pub flags: &'a [&'a str],
+    /// More environment variables (e.g. SOFTHSM2_CONF for a token).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Install gitseal's CRDs first (default); the playground installs only those of its mode.
+    pub install_crds: bool,
+}
+
+impl<'a> Launch<'a> {
+    pub fn new(namespace: &'a str, name: &'a str) -> Launch<'a> {
+        Launch {
+            namespace,
+            watch: None,
+            name,
+            host: "127.0.0.1",
+            server: None,
+            flags: &[],
+            env: &[],
+            install_crds: true,
+        }
+    }
+}
+
 impl GitsealController {
     /// CRDs, RBAC and a ServiceAccount token in `ns`, then the controller (`binary`) with its
     /// namespace `ns`, watching `watch` (all namespaces when `None`), plus `extra` flags; its
-    /// HTTP API on 127.0.0.1.
+    /// HTTP API on 127.0.0.1. [`Self::launch`] for anything else.
     pub async fn start(
         plane: &ControlPlane,
         binary: &Path,
@@ -99,101 +138,35 @@ impl GitsealController {
         name: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        Self::start_on(plane, binary, ns, watch, name, "127.0.0.1", extra).await
+        Self::launch(plane, binary, &Launch { watch, flags: extra, ..Launch::new(ns, name) }).await
     }
 
-    /// [`Self::start`] with the HTTP API on `host` (e.g. a [`crate::service_route::HostLink`]
-    /// address the apiserver's service proxy can reach).
-    pub async fn start_on(
-        plane: &ControlPlane,
-        binary: &Path,
-        ns: &str,
-        watch: Option<&str>,
-        name: &str,
-        host: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        Self::start_with_env(plane, binary, ns, watch, name, host, extra, &[]).await
-    }
-
-    /// [`Self::start_on`] with extra environment variables (e.g. SOFTHSM2_CONF for a token).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start_with_env(
-        plane: &ControlPlane,
-        binary: &Path,
-        ns: &str,
-        watch: Option<&str>,
-        name: &str,
-        host: &str,
-        extra: &[&str],
-        extra_env: &[(&str, &str)],
-    ) -> Result<Self> {
-        install_crds(&plane.client()?).await?;
-        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra, extra_env).await
-    }
-
-    /// [`Self::start_on`] with the controller's kubeconfig pointing at `server` instead of the
-    /// apiserver (a [`crate::fault_proxy::FaultProxy`] in front of it).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start_via(
-        plane: &ControlPlane,
-        binary: &Path,
-        ns: &str,
-        watch: Option<&str>,
-        name: &str,
-        host: &str,
-        server: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        install_crds(&plane.client()?).await?;
-        Self::launch_via(plane, binary, ns, watch, name, host, server, extra, &[]).await
-    }
-
-    /// [`Self::start_on`] without installing CRDs: the caller installs the ones it wants (the
-    /// playground installs only those of the mode it runs).
-    pub async fn launch(
-        plane: &ControlPlane,
-        binary: &Path,
-        ns: &str,
-        watch: Option<&str>,
-        name: &str,
-        host: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        Self::launch_via(plane, binary, ns, watch, name, host, plane.server_url(), extra, &[]).await
-    }
-
-    /// [`Self::launch`] with the controller's kubeconfig pointing at `server`.
-    #[allow(clippy::too_many_arguments)]
-    async fn launch_via(
-        plane: &ControlPlane,
-        binary: &Path,
-        ns: &str,
-        watch: Option<&str>,
-        name: &str,
-        host: &str,
-        server: &str,
-        extra: &[&str],
-        extra_env: &[(&str, &str)],
-    ) -> Result<Self> {
+    /// Start the controller as `how` says.
+    pub async fn launch(plane: &ControlPlane, binary: &Path, how: &Launch<'_>) -> Result<Self> {
         let client = plane.client()?;
+        if how.install_crds {
+            install_crds(&client).await?;
+        }
+        let ns = how.namespace;
         apply_rbac(&client, ns).await?;
+        let server = how.server.unwrap_or(plane.server_url());
         let sa = plane.service_account_token_via(ns, "gitseal-controller", &[], server).await?;
         let (api_port, metrics_port) = (free_port()?, free_port()?);
-        let audit_log = plane.dir().join(format!("audit-{ns}-{name}.log"));
+        let audit_log = plane.dir().join(format!("audit-{ns}-{}.log", how.name));
+        let host = how.host;
         let mut args: Vec<String> = vec![
             format!("--namespace={ns}"),
             format!("--listen-addr={host}:{api_port}"),
             format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             format!("--audit-log={}", audit_log.display()),
-            format!("--pod-name={name}"),
+            format!("--pod-name={}", how.name),
         ];
-        if let Some(w) = watch {
+        if let Some(w) = how.watch {
             args.push(format!("--namespaces={w}"));
         }
-        args.extend(extra.iter().map(|s| (*s).to_string()));
+        args.extend(how.flags.iter().map(|s| (*s).to_string()));
         let mut env = vec![("KUBECONFIG".to_string(), sa.kubeconfig_path().display().to_string())];
-        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
+        env.extend(how.env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
         let process = run_binary(binary, &args, env)?;
         Ok(Self {
             process,

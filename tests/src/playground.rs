@@ -69,11 +69,11 @@ impl Playground {
                         crate::gitseal::GitsealController::launch(
                             &plane,
                             &binary,
-                            "gitseal-system",
-                            None,
-                            "playground",
-                            "127.0.0.1",
-                            &flags,
+                            &crate::gitseal::Launch {
+                                flags: &flags,
+                                install_crds: false,
+                                ..crate::gitseal::Launch::new("gitseal-system", "playground")
+                            },
                         )
                         .await?,
                     );

@@ -171,7 +171,7 @@ pub(super) async fn require_front_proxy(State((shared, _)): State<AppState>, req
         // Audited with the address and path only: no body, no headers the caller chose.
         let remote = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         // Within a per-address budget, as every free refusal (see `Shared::refusal_audits`).
-        let audited = remote.is_none_or(|ip| shared.refusal_audits.allow(ip, std::time::Instant::now()));
+        let audited = remote.is_none_or(|ip| shared.limits.refusal_audits.allow(ip, std::time::Instant::now()));
         let remote = remote.map(|ip| ip.to_string()).unwrap_or_default();
         let mut rec = AuditLog::record("ApiRequest", AuditOutcome::Failure);
         rec.caller = Some(caller(&format!("unauthenticated:{remote}"), &[]));

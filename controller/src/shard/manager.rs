@@ -48,7 +48,7 @@ pub async fn lead_and_work(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::error::Result<()> {
-    let Some(shards) = shared.shards.clone() else { return Ok(()) };
+    let Some(shards) = shared.standing.shards.clone() else { return Ok(()) };
     tokio::pin!(shutdown);
     let c = &shared.config;
     let leader = LeaseLock::new(shared.client.clone(), &c.namespace, &c.lease_name, &c.identity, c.lease_duration);
@@ -62,7 +62,7 @@ pub async fn lead_and_work(
         () = &mut shutdown => Ok(()),
     };
     balancer.leave().await;
-    if shared.leading.swap(false, Ordering::SeqCst) {
+    if shared.standing.leading.swap(false, Ordering::SeqCst) {
         if let Err(e) = crate::audit::cluster::write_checkpoint(&shared).await {
             tracing::warn!(error = %crate::error::report(&e), "cannot write the last audit checkpoint");
         }
@@ -81,7 +81,7 @@ async fn reconcile_streams(shared: Arc<Shared>) {
 async fn singleton(shared: Arc<Shared>, lock: &LeaseLock) {
     lock.acquire().await;
     tracing::info!("holding the leader Lease: key renewal and audit checkpoints run here");
-    shared.leading.store(true, Ordering::SeqCst);
+    shared.standing.leading.store(true, Ordering::SeqCst);
     shared.metrics.leader.set(1);
     let mut rec = AuditLog::record("LeadershipAcquired", AuditOutcome::Success);
     rec.message = Some(shared.config.identity.clone());

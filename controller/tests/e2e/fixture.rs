@@ -10,7 +10,7 @@ use gitseal_shared::manifest::secret::PlainSecret;
 use gitseal_shared::seal::{SealOptions, seal_secret};
 use gitseal_shared::types::ApiGroup;
 use gitseal_shared::value::RecipientSet;
-use gitseal_tests::gitseal::GitsealController;
+use gitseal_tests::gitseal::{GitsealController, Launch};
 use gitseal_tests::{ChildProcess, ControlPlane, TestNamespace, http_get, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject};
@@ -52,7 +52,8 @@ impl Gitseal {
         let mut args = vec!["--key-size=2048", "--log-level=info,gitseal_controller=debug"];
         args.extend_from_slice(extra);
         let binary = Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
-        let c = GitsealController::start_with_env(plane, binary, ns, Some(ns), name, "127.0.0.1", &args, env).await?;
+        let how = Launch { watch: Some(ns), flags: &args, env, ..Launch::new(ns, name) };
+        let c = GitsealController::launch(plane, binary, &how).await?;
         Ok(Gitseal { process: c.process, api: c.api, metrics: c.metrics, audit_log: c.audit_log })
     }
 

@@ -12,7 +12,7 @@ use gitseal_keys::Certificate;
 use gitseal_shared::keyid::KEY_ID_ANNOTATION;
 use gitseal_shared::manifest::parse_documents;
 use gitseal_shared::types::ApiGroup;
-use gitseal_tests::gitseal::GitsealController;
+use gitseal_tests::gitseal::{GitsealController, Launch};
 use gitseal_tests::service_route::{HostLink, ServiceRoute};
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, exec_binary, wait_for, with_temp_ns};
 use k8s_openapi::api::core::v1::Secret;
@@ -37,8 +37,8 @@ async fn start_behind_service(
     let mut args = vec!["--key-size=2048", "--bitnami-compat", "--log-level=info,gitseal_controller=debug"];
     args.extend_from_slice(extra);
     let host = link.address().to_string();
-    let c =
-        GitsealController::start_on(plane, binary, ns.name(), Some(ns.name()), "gitseal-proxied", &host, &args).await?;
+    let how = Launch { watch: Some(ns.name()), host: &host, flags: &args, ..Launch::new(ns.name(), "gitseal-proxied") };
+    let c = GitsealController::launch(plane, binary, &how).await?;
     let port: u16 = c.api.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in the API URL");
     let mut g = Gitseal { process: c.process, api: c.api, metrics: c.metrics, audit_log: c.audit_log };
     g.ready().await?;

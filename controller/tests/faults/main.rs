@@ -35,7 +35,7 @@ use gitseal_keys::Certificate;
 use gitseal_shared::audit::{PublicKey, verify_log};
 use gitseal_shared::types::ApiGroup;
 use gitseal_tests::fault_proxy::FaultProxy;
-use gitseal_tests::gitseal::GitsealController;
+use gitseal_tests::gitseal::{GitsealController, Launch};
 use gitseal_tests::{ControlPlane, PlanePeer, StopHow, TestNamespace, http_get, wait_for, with_temp_ns};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -84,17 +84,10 @@ impl Run {
         let proxy = FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, plane.port())))?;
         let binary = Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
         let args = ["--key-size=2048", "--key-renew-period=0", "--log-level=info"];
-        let c = GitsealController::start_via(
-            plane,
-            binary,
-            ns.name(),
-            Some(ns.name()),
-            "gitseal",
-            "127.0.0.1",
-            &proxy.url(),
-            &args,
-        )
-        .await?;
+        let url = proxy.url();
+        let how =
+            Launch { watch: Some(ns.name()), server: Some(&url), flags: &args, ..Launch::new(ns.name(), "gitseal") };
+        let c = GitsealController::launch(plane, binary, &how).await?;
         let mut g = Gitseal { process: c.process, api: c.api, metrics: c.metrics, audit_log: c.audit_log };
         g.ready().await?;
         let cert = g.cert().await?;
