@@ -9,8 +9,27 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "Go-built test peers (kube-apiserver, etcd, kube-controller-manager, kubeseal, Bitnami controller, age, helm)"
-bash tests/peers/install.sh
+# System packages and the wasm32 target first (fast when present; the wasm checks need them),
+# then the Go peers in the background: building them takes most of a fresh machine's first run
+# and needs none of the Rust steps below, so the two overlap; the tests wait for them.
+step "system packages and Rust targets the tests use"
+GITSEAL_PEERS="" bash tests/peers/install.sh
+step "Go-built test peers (kube-apiserver, etcd, kube-controller-manager, kubectl, kubeseal, Bitnami controller, age, helm), in the background"
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+peers_log="${CARGO_TARGET_DIR:-target}/peers.log"
+bash tests/peers/install.sh >"$peers_log" 2>&1 &
+peers_pid=$!
+trap 'kill "$peers_pid" 2>/dev/null || true' EXIT
+wait_for_peers() {
+  step "waiting for the Go-built test peers (log: $peers_log)"
+  if ! wait "$peers_pid"; then
+    cat "$peers_log" >&2
+    echo "tests/peers/install.sh failed (log above)" >&2
+    exit 1
+  fi
+  trap - EXIT
+  tail -n 1 "$peers_log" >&2
+}
 
 if [[ ${1:-} != --quick ]]; then
   step "cargo fmt --check"
@@ -26,6 +45,13 @@ if [[ ${1:-} != --quick ]]; then
   done
   step "web/page/seal.wasm is current (rebuilt reproducibly, compared byte for byte)"
   bash web/build.sh --check
+fi
+
+step "build every test binary"
+cargo test --workspace --locked --no-run
+wait_for_peers
+
+if [[ ${1:-} != --quick ]]; then
   step "deploy/ is current (chart copies of CRDs and dashboard, deploy/manifests, argocd-cm)"
   bash deploy/generate.sh --check
 fi

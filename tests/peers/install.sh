@@ -96,7 +96,8 @@ install_helm() {
   GOBIN=$out go install -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-want=${GITSEAL_PEERS:-etcd kube-apiserver kubectl sealed-secrets age helm}
+# GITSEAL_PEERS="" builds none (system packages and the wasm target only); unset builds all.
+want=${GITSEAL_PEERS-etcd kube-apiserver kubectl sealed-secrets age helm}
 for peer in $want; do
   case $peer in
     etcd) have "$cache/etcd-$ETCD_VERSION" etcd || build_into "$cache/etcd-$ETCD_VERSION" build_etcd ;;
@@ -148,4 +149,4 @@ mkdir -p "$cache/bin"
 if [[ -x $cache/kubectl-$K8S_VERSION/kubectl ]]; then
   ln -sfn "../kubectl-$K8S_VERSION/kubectl" "$cache/bin/kubectl"
 fi
-log "peers ready in $cache (see $cache/peers.env; kubectl in $cache/bin)"
+[[ -z $want ]] || log "peers ready in $cache (see $cache/peers.env; kubectl in $cache/bin)"
