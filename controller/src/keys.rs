@@ -381,10 +381,24 @@ const RESTORE_RETRY: Duration = Duration::from_secs(3);
 /// latest, still seals), never makes a new key for it, says so loudly — an error log, a Warning
 /// Event, a `KeySecretDeleted` audit record, `gitseal_key_secrets_deleted_total` (alerted on by
 /// the chart's PrometheusRule) — and writes the Secret back from memory under the same name.
-/// To retire a key on purpose, label it `retired` or `revoked` instead of deleting it.
+/// To retire a key on purpose, label it `retired` or `revoked` instead of deleting it. The one
+/// deletion that is no loss: a software key Secret whose key another loaded Secret holds in a
+/// token (`gitseal keys import-to-token`); it leaves the registry and is not written back.
 fn key_secret_lost(shared: &Arc<Shared>, key: Arc<LoadedKey>) {
     let ns = &shared.config.namespace;
     let name = key.secret_name.clone();
+    if key.token_object.is_none() && shared.registry.in_token_elsewhere(key.id(), &name) {
+        // `gitseal keys import-to-token`: the key lives on in the token; its plaintext copy is
+        // gone on purpose and must never be written back.
+        shared.registry.remove(&name);
+        tracing::info!(secret = %name, key_id = %key.id(), "software key Secret deleted; the key is held in the token");
+        let mut rec = AuditLog::record("KeyMovedToToken", AuditOutcome::Success);
+        rec.key_id = Some(key.id().to_string());
+        rec.message = Some(format!("key Secret {ns}/{name} deleted; the key is kept only in the PKCS#11 token"));
+        shared.audit.write(rec);
+        update_key_metrics(shared);
+        return;
+    }
     shared.metrics.key_secrets_deleted.inc();
     let message = format!(
         "key Secret {ns}/{name} (key {}) was deleted while loaded; the key stays in memory and in use, and the Secret is written back from memory",
