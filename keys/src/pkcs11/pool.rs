@@ -52,6 +52,9 @@ fn forget(session: Session) {
     std::mem::forget(session);
 }
 
+/// How long [`Pool::refresh`] waits for sessions in use to come back.
+const REFRESH_QUIET: Duration = Duration::from_secs(2);
+
 struct Inner {
     ctx: Option<Pkcs11>,
     slot: Option<Slot>,
@@ -200,7 +203,8 @@ impl Pool {
             forget(session);
         }
         drop(inner);
-        self.freed.notify_one();
+        // All: a refresh may wait for the last session beside takers waiting for any.
+        self.freed.notify_all();
     }
 
     /// Re-initialise unless another thread already did since `generation`.
@@ -222,6 +226,16 @@ impl Pool {
         let mut inner = self.lock();
         if inner.connected_at.is_some_and(|t| t.elapsed() < every) {
             return false;
+        }
+        // Never finalize under an operation in flight (other keys may be working): wait a
+        // moment for every session to come back, else leave the library as it is.
+        let deadline = Instant::now() + REFRESH_QUIET;
+        while inner.out > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            inner = self.freed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0;
         }
         self.reconnects.fetch_add(1, Ordering::SeqCst);
         tracing::warn!(token = %self.describe(), "a key object is missing from the PKCS#11 token; re-opening the library");
