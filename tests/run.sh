@@ -58,6 +58,9 @@ fi
 
 # Includes controller/tests/faults: kube-apiserver and etcd SIGKILLed and restarted, the controller
 # SIGKILLed mid-write, connections cut, key Secrets deleted (500 SealedSecrets each, ~3 min).
+# The native-OAEP token test runs where kryoptic was built (tests/peers/kryoptic.sh, opt-in: slow).
+kryoptic="${GITSEAL_TEST_CACHE:-$HOME/.cache/gitseal-test}/kryoptic-1.5.4/libkryoptic_pkcs11.so"
+[ -e "$kryoptic" ] && export GITSEAL_KRYOPTIC_MODULE="${GITSEAL_KRYOPTIC_MODULE:-$kryoptic}"
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 

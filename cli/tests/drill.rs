@@ -720,3 +720,174 @@ async fn audit_access_lists_exactly_the_subjects_granted_directly_by_group_by_wi
     .await??;
     Ok(())
 }
+
+/// A fresh SoftHSM token under `dir` labelled `label`: (SOFTHSM2_CONF, PIN file).
+fn softhsm_token(dir: &Path, label: &str) -> (PathBuf, PathBuf) {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display());
+    std::fs::write(&conf, text).unwrap();
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--pin", "4321", "--so-pin", "8765"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (tests/peers/install.sh installs softhsm2)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pin = dir.join("pin");
+    std::fs::write(&pin, "4321\n").unwrap();
+    (conf, pin)
+}
+
+/// The key ids of every RSA private key (PEM, PKCS#8 or PKCS#1 DER) in any Secret of the cluster.
+async fn private_keys_in_cluster(admin: &kube::Client) -> anyhow::Result<Vec<gitseal_shared::KeyId>> {
+    use gitseal_keys::RsaPrivateKey;
+    let mut ids = Vec::new();
+    for s in Api::<Secret>::all(admin.clone()).list(&ListParams::default()).await?.items {
+        for value in s.data.unwrap_or_default().into_values() {
+            let v = value.0;
+            if let Ok(text) = std::str::from_utf8(&v)
+                && text.contains("PRIVATE KEY-----")
+            {
+                for block in pem::parse_many(text.as_bytes())? {
+                    ids.push(RsaPrivateKey::from_pem_block(&block)?.id().clone());
+                }
+            }
+            for k in [RsaPrivateKey::from_pkcs8_der(&v), RsaPrivateKey::from_pkcs1_der(&v)].into_iter().flatten() {
+                ids.push(k.id().clone());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Issue 11: `gitseal keys import-to-token` moves a software key into a SoftHSM token (its
+/// plaintext Secret gone from the cluster, never written back from the controller's memory,
+/// what was sealed for it still unseals through the token), and `gitseal keys rotate` makes the
+/// next key inside the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_to_token_leaves_no_plaintext_key_and_rotation_makes_the_next_key_in_the_token() -> anyhow::Result<()> {
+    const LABEL: &str = "gitseal-drill";
+    let plane = ControlPlane::shared().await?;
+    let work = tempfile::tempdir()?;
+    let (conf, pin) = softhsm_token(work.path(), LABEL);
+    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    with_temp_ns(|ns| async move {
+        let admin = plane.client()?;
+        let token_flags = [
+            format!("--pkcs11-module={module}"),
+            format!("--pkcs11-token-label={LABEL}"),
+            format!("--pkcs11-pin-file={}", pin.display()),
+        ];
+        let conf = conf.display().to_string();
+        let env = [("SOFTHSM2_CONF", conf.as_str())];
+        let flags: Vec<&str> = token_flags.iter().map(String::as_str).collect();
+        let c = Controller::start_with_env(plane, &ns, &flags, &env).await?;
+        let sam = Gitseal {
+            kubeconfig: user_kubeconfig(plane, "sam-token", &["security"]).await?,
+            controller_ns: ns.name().into(),
+            dir: work.path().into(),
+        };
+        let mut rules = security_rules();
+        rules.as_array_mut().unwrap()[1]["verbs"] = json!(["get", "create", "list", "delete"]);
+        grant(&admin, ns.name(), "security-team", rules, group("security")).await?;
+        wait_for("the security team's RBAC", TIMEOUT, || async {
+            Ok::<_, anyhow::Error>(sam.run(&["keys", "list"]).await?.ok().ok())
+        })
+        .await?;
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns.name());
+
+        // A software key (older than the token key the controller made at start), in use.
+        let old = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let soft = gitseal_keys::generate_key_pair(gitseal_keys::RsaBits::Rsa2048, "", old, time::Duration::days(30))?;
+        let soft_id = soft.cert.key_id().clone();
+        let data = soft.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec())));
+        let planted = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("software-key".into()),
+                labels: Some([("gitseal.dev/key".to_string(), "active".to_string())].into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(data.collect()),
+            ..Default::default()
+        };
+        secrets.create(&Default::default(), &planted).await?;
+        std::fs::write(work.path().join("soft.pem"), soft.cert.pem())?;
+        let seal_for = |cert: &str, name: &str, value: &str| {
+            let doc = format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {}\nstringData:\n  v: {value}\n",
+                ns.name()
+            );
+            std::fs::write(work.path().join(format!("{name}.yaml")), doc).unwrap();
+            let (cert, input, output) = (cert.to_string(), format!("{name}.yaml"), format!("{name}.sealed.yaml"));
+            let sam = sam.clone();
+            async move {
+                sam.ok(&["seal", "--cert", &cert, "-f", &input, "-o", &output]).await?;
+                let docs = support::documents(&sam.dir.join(&output))?;
+                apply_json(&plane.client()?, docs[0].clone()).await?;
+                anyhow::Ok(())
+            }
+        };
+        seal_for("soft.pem", "before-import", "one").await?;
+        sealed_until(&ns, "before-import", "synced", |v| condition(v, "status") == Some("True")).await?;
+        assert!(private_keys_in_cluster(&admin).await?.contains(&soft_id), "the scan finds the planted key");
+
+        // Import: the plaintext key Secret is replaced by one naming the token object.
+        let pin_flag = format!("--pkcs11-pin-file={}", pin.display());
+        let import = ["keys", "import-to-token", "software-key", "--pkcs11-module", &module];
+        let import = [&import[..], &["--pkcs11-token-label", LABEL, &pin_flag]].concat();
+        let said = sam.run_with_env(&import, None, &env).await?.ok()?;
+        assert!(said.contains("software-key-pkcs11"), "{said}");
+        let moved = secrets.get("software-key-pkcs11").await?;
+        let annotations = moved.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.get("gitseal.dev/key-backend").map(String::as_str), Some("pkcs11"));
+        assert!(!moved.data.unwrap_or_default().contains_key("tls.key"));
+        // Not written back from the controller's memory: the deletion is the point.
+        wait_for("the controller to load the moved key", TIMEOUT, || async {
+            let moved = c.audit_lines().iter().any(|l| l.contains("\"action\":\"KeyMovedToToken\""));
+            Ok::<_, anyhow::Error>(moved.then_some(()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(secrets.get_opt("software-key").await?.is_none(), "the plaintext key Secret came back");
+        assert!(!private_keys_in_cluster(&admin).await?.contains(&soft_id), "a Secret still holds the imported key");
+        // Sealed for it before and after: both unseal, through the token.
+        seal_for("soft.pem", "after-import", "two").await?;
+        sealed_until(&ns, "after-import", "synced", |v| condition(v, "status") == Some("True")).await?;
+        let list = sam.ok(&["keys", "list", "-o", "wide"]).await?;
+        let row = list.lines().find(|l| l.contains(short(soft_id.as_str()))).unwrap_or_default();
+        assert!(row.contains("pkcs11"), "{list}");
+        assert!(!list.contains("memory"), "no key is left in memory: {list}");
+
+        // Rotation makes the next key in the token.
+        let before: BTreeSet<String> = keys(&sam).await?.into_iter().map(|(id, _)| id).collect();
+        sam.ok(&["keys", "rotate"]).await?;
+        let after = keys(&sam).await?;
+        let (new_id, _) = after.iter().find(|(id, _)| !before.contains(id)).cloned().expect("a new key");
+        let list = sam.ok(&["keys", "list", "-o", "wide"]).await?;
+        let row = list.lines().find(|l| l.contains(short(&new_id))).unwrap_or_default();
+        assert!(row.contains("pkcs11"), "{list}");
+        let new_secret = secrets
+            .list(&ListParams::default().labels("gitseal.dev/key"))
+            .await?
+            .items
+            .into_iter()
+            .find(|s| {
+                let crt = s.data.as_ref().and_then(|d| d.get("tls.crt")).map(|b| b.0.clone()).unwrap_or_default();
+                gitseal_keys::Certificate::from_pem(&String::from_utf8_lossy(&crt))
+                    .is_ok_and(|c| c.key_id().as_str() == new_id)
+            })
+            .expect("the new key's Secret");
+        assert!(!new_secret.data.unwrap_or_default().contains_key("tls.key"));
+        sam.ok(&["cert", "--cert", &c.cert_url(), "-o", "new.pem"]).await?;
+        seal_for("new.pem", "after-rotation", "three").await?;
+        sealed_until(&ns, "after-rotation", "synced", |v| condition(v, "status") == Some("True")).await?;
+        let ids = private_keys_in_cluster(&admin).await?;
+        assert!(!ids.iter().any(|id| id.as_str() == new_id || *id == soft_id), "{ids:?}");
+        c.stop().await?;
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}

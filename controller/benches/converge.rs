@@ -5,8 +5,11 @@
 //! ```sh
 //! cargo bench -p gitseal-controller --bench converge                 # 1000 objects × 3 values
 //! GITSEAL_BENCH_OBJECTS=200 cargo bench -p gitseal-controller --bench converge
+//! GITSEAL_BENCH_SKIP_BITNAMI=1 cargo bench -p gitseal-controller --bench converge   # gitseal only
 //! ```
-//! Needs `tests/peers/install.sh`. Keys are RSA-4096, as in production.
+//! Needs `tests/peers/install.sh`. Keys are RSA-4096, as in production. Where SoftHSM2 is
+//! installed, the cold start runs a second time with the key generated in a SoftHSM token
+//! (`--pkcs11-module`, issue 11): every unwrap goes through the token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -68,6 +71,74 @@ async fn metric(url: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The cold start again with the key in a SoftHSM2 token: same objects, own namespace.
+async fn token_cold_start(plane: &ControlPlane, binary: &Path, n: usize, values: usize) {
+    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    if !Path::new(&module).exists() {
+        println!("  (no SoftHSM2 at {module}: the token cold start is skipped)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "bench", "--pin", "4321", "--so-pin", "8765"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "4321").unwrap();
+    let client = plane.client().unwrap();
+    let ns = TestNamespace::create(client.clone()).await.unwrap();
+    let flags = [
+        "--key-renew-period=0".to_string(),
+        "--log-level=warn".to_string(),
+        format!("--pkcs11-module={module}"),
+        "--pkcs11-token-label=bench".to_string(),
+        format!("--pkcs11-pin-file={}", pin.display()),
+    ];
+    let conf = conf.display().to_string();
+    let start = |name: &'static str| {
+        let (ns, flags, conf) = (ns.name().to_string(), &flags, &conf);
+        async move {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let env = [("SOFTHSM2_CONF", conf.as_str())];
+            GitsealController::start_with_env(plane, binary, &ns, Some(&ns), name, "127.0.0.1", &flags, &env)
+                .await
+                .unwrap()
+        }
+    };
+    let first = start("bench-token-keygen").await;
+    let cert = loop {
+        if let Ok((200, pem)) = http_get(&format!("{}/v1/cert.pem", first.api)).await {
+            break Certificate::from_pem(&String::from_utf8(pem).unwrap()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(first);
+    let objects: Vec<_> = (0..n).map(|i| sealed(&cert, ns.name(), i, values, ApiGroup::Gitseal)).collect();
+    create_all(&client, &objects).await;
+    let t0 = Instant::now();
+    let cold = start("bench-token-cold").await;
+    let converged = wait_secrets(&ns, n, t0).await;
+    let backend = metric(&cold.metrics, "gitseal_key_backends{backend=\"pkcs11-raw-rsa\"}").await
+        + metric(&cold.metrics, "gitseal_key_backends{backend=\"pkcs11-oaep\"}").await;
+    assert!(backend >= 1.0, "the key is not held in the token");
+    let ops = metric(&cold.metrics, "gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}").await;
+    let rss = cold.process.peak_rss_kib().unwrap_or(0);
+    println!(
+        "  gitseal cold start, key in SoftHSM2: {n} Secrets in {converged:.2?}, peak RSS {:.1} MiB, {ops} RSA private ops",
+        rss as f64 / 1024.0
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = env_usize("GITSEAL_BENCH_OBJECTS", 1000);
@@ -126,6 +197,11 @@ async fn main() {
         t1.elapsed()
     );
     drop(warm);
+
+    token_cold_start(&plane, binary, n, values).await;
+    if std::env::var_os("GITSEAL_BENCH_SKIP_BITNAMI").is_some() {
+        return;
+    }
 
     // Bitnami's controller on the same workload (its own namespace, its own key).
     let bns = TestNamespace::create(client.clone()).await.unwrap();

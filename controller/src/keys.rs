@@ -42,6 +42,28 @@ enum Seen {
     RevocationList(Vec<KeyId>),
     /// Not a key (or a refused one): not in the registry.
     Other,
+    /// The classification did not finish (its thread panicked): change nothing.
+    Unknown,
+}
+
+/// [`classify`] on a blocking thread. Loading a key parses and checks an RSA private key
+/// (milliseconds for 4096 bits) or looks its object up in a PKCS#11 token, which may wait for a
+/// session busy with unseals or for a token that does not answer: none of it may stall the key
+/// watch or the runtime's other tasks.
+async fn classify_off_runtime(shared: &Arc<Shared>, secret: Secret) -> Seen {
+    let shared = shared.clone();
+    off_runtime(move || classify(&shared, &secret)).await.unwrap_or(Seen::Unknown)
+}
+
+/// Run blocking `work` on tokio's blocking threads; `None` if it panicked.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "a key Secret could not be classified");
+            None
+        }
+    }
 }
 
 fn label_value<'a>(secret: &'a Secret, label: &str) -> Option<&'a str> {
@@ -274,13 +296,13 @@ pub async fn watch_keys(shared: Arc<Shared>) {
         };
         match event {
             Ok(watcher::Event::Init) => buffer.clear(),
-            Ok(watcher::Event::InitApply(s)) => match classify(&shared, &s) {
+            Ok(watcher::Event::InitApply(s)) => match classify_off_runtime(&shared, s).await {
                 Seen::Key(k) => buffer.push(*k),
                 Seen::RevocationList(ids) => {
                     persisted.extend(ids.iter().cloned());
                     shared.registry.revoke_ids(ids);
                 }
-                Seen::Other => {}
+                Seen::Other | Seen::Unknown => {}
             },
             Ok(watcher::Event::InitDone) => {
                 for k in &buffer {
@@ -302,7 +324,7 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                     .as_ref()
                     .and_then(|a| a.get(crate::registry::RESTORED_BY_ANNOTATION))
                     .cloned();
-                match classify(&shared, &s) {
+                match classify_off_runtime(&shared, s).await {
                     Seen::Key(k) => {
                         let change = shared.registry.upsert(*k);
                         if let (crate::registry::Change::Added(id), Some(who)) = (&change, &restored_by) {
@@ -326,6 +348,8 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                     Seen::Other => {
                         shared.registry.remove(&name);
                     }
+                    // Nothing learnt: the registry stays as it was.
+                    Seen::Unknown => {}
                 }
                 update_key_metrics(&shared);
             }
@@ -381,10 +405,24 @@ const RESTORE_RETRY: Duration = Duration::from_secs(3);
 /// latest, still seals), never makes a new key for it, says so loudly — an error log, a Warning
 /// Event, a `KeySecretDeleted` audit record, `gitseal_key_secrets_deleted_total` (alerted on by
 /// the chart's PrometheusRule) — and writes the Secret back from memory under the same name.
-/// To retire a key on purpose, label it `retired` or `revoked` instead of deleting it.
+/// To retire a key on purpose, label it `retired` or `revoked` instead of deleting it. The one
+/// deletion that is no loss: a software key Secret whose key another loaded Secret holds in a
+/// token (`gitseal keys import-to-token`); it leaves the registry and is not written back.
 fn key_secret_lost(shared: &Arc<Shared>, key: Arc<LoadedKey>) {
     let ns = &shared.config.namespace;
     let name = key.secret_name.clone();
+    if key.token_object.is_none() && shared.registry.in_token_elsewhere(key.id(), &name) {
+        // `gitseal keys import-to-token`: the key lives on in the token; its plaintext copy is
+        // gone on purpose and must never be written back.
+        shared.registry.remove(&name);
+        tracing::info!(secret = %name, key_id = %key.id(), "software key Secret deleted; the key is held in the token");
+        let mut rec = AuditLog::record("KeyMovedToToken", AuditOutcome::Success);
+        rec.key_id = Some(key.id().to_string());
+        rec.message = Some(format!("key Secret {ns}/{name} deleted; the key is kept only in the PKCS#11 token"));
+        shared.audit.write(rec);
+        update_key_metrics(shared);
+        return;
+    }
     shared.metrics.key_secrets_deleted.inc();
     let message = format!(
         "key Secret {ns}/{name} (key {}) was deleted while loaded; the key stays in memory and in use, and the Secret is written back from memory",
@@ -558,7 +596,7 @@ fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str
 }
 
 /// Load refused keys whose certificate has become valid (within the allowed skew).
-async fn recheck_refused(shared: &Shared) {
+async fn recheck_refused(shared: &Arc<Shared>) {
     let horizon = OffsetDateTime::now_utc() + shared.config.key_max_clock_skew;
     let due: Vec<RefusedKey> =
         shared.registry.refused().into_iter().filter(|r| r.not_before.is_none_or(|nb| nb <= horizon)).collect();
@@ -569,7 +607,7 @@ async fn recheck_refused(shared: &Shared) {
     for r in due {
         match api.get_opt(&r.secret_name).await {
             Ok(Some(s)) => {
-                if let Seen::Key(k) = classify(shared, &s) {
+                if let Seen::Key(k) = classify_off_runtime(shared, s).await {
                     shared.registry.upsert(*k);
                     if let Some(k) = shared.registry.all().into_iter().find(|k| k.secret_name == r.secret_name) {
                         audit_loaded(shared, &k, "KeyLoaded");
@@ -674,8 +712,14 @@ pub async fn generate(
     let mut loaded = match generated {
         Generated::Memory(pair) => LoadedKey::from_pair(name.clone(), *pair, KeyState::Active)?,
         Generated::Token(cert, object) => {
-            let token = shared.token.get().context("the PKCS#11 token is gone")?;
-            let key = token.key(&object, &cert)?;
+            let token = shared.token.get().context("the PKCS#11 token is gone")?.clone();
+            // A token call blocks (a session may be busy with unseals): not on the runtime.
+            let (cert, object, key) = tokio::task::spawn_blocking(move || {
+                let key = token.key(&object, &cert);
+                key.map(|k| (cert, object, k))
+            })
+            .await
+            .context("the token task failed")??;
             LoadedKey {
                 secret_name: name.clone(),
                 cert,
@@ -772,6 +816,56 @@ pub async fn renewal_loop(shared: Arc<Shared>) {
         tokio::select! {
             () = sleep => {}
             changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: key loading (a token lookup may wait for a session) runs beside the watch, not
+    /// in it. On a one-thread runtime, work that waits for another task of that runtime finishes
+    /// only if it runs elsewhere.
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocking_key_work_leaves_the_runtime_free_for_other_tasks() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other_task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send(()).ok();
+        });
+        let waited = off_runtime(move || rx.recv_timeout(Duration::from_secs(5)).is_ok()).await;
+        assert_eq!(waited, Some(true), "the other task ran while the blocking work waited");
+        other_task.await.unwrap();
+        assert_eq!(off_runtime(|| -> u8 { panic!("a bug in key loading") }).await, None, "a panic changes nothing");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_key_secret_is_classified_off_the_runtime() {
+        let shared = crate::testing::shared_with(&[], Box::new(std::io::sink()));
+        let pair = generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            OffsetDateTime::now_utc() - time::Duration::hours(1),
+            time::Duration::days(1),
+        )
+        .unwrap();
+        let id = pair.cert.key_id().clone();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("k".into()),
+                namespace: Some(shared.config.namespace.clone()),
+                labels: Some([(GITSEAL_KEY_LABEL.to_string(), "active".to_string())].into()),
+                ..Default::default()
+            },
+            data: Some(
+                pair.secret_data().unwrap().into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect(),
+            ),
+            ..Default::default()
+        };
+        match classify_off_runtime(&shared, secret).await {
+            Seen::Key(k) => assert_eq!(k.id(), &id),
+            _ => panic!("the key Secret was not loaded"),
         }
     }
 }

@@ -103,7 +103,7 @@ pub struct Metrics {
 }
 
 pub const OUTCOMES: [&str; 4] = ["in_sync", "unsealed", "drift_reverted", "failed"];
-pub const REASONS: [Reason; 7] = [
+pub const REASONS: [Reason; 8] = [
     Reason::DecryptFailed,
     Reason::KeyRevoked,
     Reason::InvalidSealedSecret,
@@ -111,10 +111,11 @@ pub const REASONS: [Reason; 7] = [
     Reason::SecretNotOwned,
     Reason::SecretImmutable,
     Reason::NoKeys,
+    Reason::KeyUnavailable,
 ];
 
 /// Label values of `reconcile_errors` (see `reconcile::Error::metric_label`).
-pub const RECONCILE_ERRORS: [&str; 5] = ["get_secret", "apply", "status", "decide", "get_object"];
+pub const RECONCILE_ERRORS: [&str; 6] = ["get_secret", "apply", "status", "decide", "get_object", "key_unavailable"];
 
 pub fn outcome_label(o: Outcome) -> &'static str {
     match o {
@@ -218,7 +219,7 @@ impl Default for Metrics {
         }
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed on the Kubernetes API and are retried, by step",
+            "Reconciles that failed on the Kubernetes API (or on a token that did not answer) and are retried, by step",
             m.reconcile_errors.clone(),
         );
         registry.register(

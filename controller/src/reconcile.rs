@@ -38,6 +38,10 @@ pub enum Error {
     Decide(String),
     #[error("cannot read SealedSecret {0}")]
     GetObject(String, #[source] kube::Error),
+    /// The decision was KeyUnavailable (a token gone) and is reported; the object is retried
+    /// with the per-object backoff of `error_policy` like any transient failure.
+    #[error("a sealing key of {0} is in a token that cannot be reached now")]
+    KeyUnavailable(String),
 }
 
 impl Error {
@@ -49,6 +53,7 @@ impl Error {
             Error::Status(..) => "status",
             Error::Decide(..) => "decide",
             Error::GetObject(..) => "get_object",
+            Error::KeyUnavailable(..) => "key_unavailable",
         }
     }
 }
@@ -179,6 +184,8 @@ async fn act(
         }
     }
     Ok(match decision.outcome {
+        // Transient: back off per object (error_policy), from about a second.
+        Outcome::Failed(Reason::KeyUnavailable) => return Err(Error::KeyUnavailable(format!("{ns}/{name}"))),
         // Keys may arrive later (a restore); registry changes re-run everything anyway.
         Outcome::Failed(_) => Some(Duration::from_secs(600)),
         _ => None,

@@ -477,6 +477,12 @@ impl Registry {
         self.read().get(secret_name).cloned()
     }
 
+    /// Whether a key Secret other than `except` holds key `id` in a token (the key was moved
+    /// there by `gitseal keys import-to-token`).
+    pub fn in_token_elsewhere(&self, id: &KeyId, except: &str) -> bool {
+        self.read().iter().any(|(name, k)| name != except && k.token_object.is_some() && k.id() == id)
+    }
+
     /// Every key, newest certificate first.
     ///
     /// The same key may sit in several Secrets (a Bitnami original and a gitseal copy, a

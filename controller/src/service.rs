@@ -46,6 +46,9 @@ pub enum ServiceError {
     CannotDecrypt,
     #[error("no sealing key is loaded yet")]
     NoKeys,
+    /// A key's hardware token did not answer; nothing was learnt about the value.
+    #[error("a sealing key's hardware token is unavailable; retry later")]
+    KeyUnavailable,
     /// `--audit-required` and the audit sink is failing: no work that would go unaudited.
     #[error("{0}")]
     AuditUnavailable(&'static str),
@@ -88,6 +91,9 @@ impl ServiceError {
             ServiceError::Busy(s) => a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "busy", Some(*s)),
             ServiceError::CannotDecrypt => a(StatusCode::CONFLICT, "Conflict", "cannot_decrypt", None),
             ServiceError::NoKeys => a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "no_keys", Some(5)),
+            ServiceError::KeyUnavailable => {
+                a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "key_unavailable", Some(5))
+            }
             ServiceError::AuditUnavailable(_) => {
                 a(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "audit_unavailable", Some(5))
             }
@@ -135,6 +141,8 @@ fn open_error(e: gitseal_shared::Error, grant: Grant, limiter: &crate::budget::O
             ServiceError::RateLimited(limiter.seconds_until(1.0))
         }
         e @ gitseal_shared::Error::PrivateOpBudget { .. } => ServiceError::TooMuchWork(e.to_string()),
+        // A token that does not answer is no verdict on the value (and no bad request).
+        gitseal_shared::Error::KeyUnavailable(_) => ServiceError::KeyUnavailable,
         other => ServiceError::BadRequest(other.to_string()),
     }
 }
@@ -365,6 +373,7 @@ mod tests {
             (ServiceError::Busy(1), 503, Some(1)),
             (ServiceError::CannotDecrypt, 409, None),
             (ServiceError::NoKeys, 503, Some(5)),
+            (ServiceError::KeyUnavailable, 503, Some(5)),
         ];
         for (e, code, retry) in cases {
             let a = e.answer();

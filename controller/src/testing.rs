@@ -68,3 +68,47 @@ impl Lines {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 }
+
+/// A key whose token can be switched off: while down, every unwrap answers
+/// [`gitseal_shared::Error::KeyUnavailable`] as a PKCS#11 key does when its token is gone.
+pub struct Switchable {
+    inner: Arc<dyn gitseal_shared::value::UnwrapKey>,
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl Switchable {
+    /// `key`'s RSA key behind a switch (down at first when `down`), and the key to decide with.
+    pub fn wrap(
+        key: &gitseal_shared::value::DecryptionKey,
+        down: bool,
+    ) -> (Arc<Switchable>, gitseal_shared::value::DecryptionKey) {
+        let inner = key.rsa().expect("an RSA key").clone();
+        let switch = Arc::new(Switchable { inner, down: down.into() });
+        (switch.clone(), gitseal_shared::value::DecryptionKey::from_rsa(switch, None))
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl gitseal_shared::value::UnwrapKey for Switchable {
+    fn key_id(&self) -> &gitseal_shared::KeyId {
+        self.inner.key_id()
+    }
+    fn modulus_bytes(&self) -> usize {
+        self.inner.modulus_bytes()
+    }
+    fn path(&self) -> gitseal_shared::value::UnwrapPath {
+        gitseal_shared::value::UnwrapPath::TokenRawRsa
+    }
+    fn unwrap(&self, wrapped: &[u8], label: &[u8]) -> gitseal_shared::Result<gitseal_shared::SecretBytes> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(gitseal_shared::Error::KeyUnavailable("the token did not answer"));
+        }
+        self.inner.unwrap(wrapped, label)
+    }
+    fn export_pkcs8(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        None
+    }
+}

@@ -167,3 +167,40 @@ fn softhsm_key_is_made_in_the_token_unwraps_through_the_seam_and_survives_a_rest
     // A Secret naming an object that holds another key is refused at load.
     assert!(token.key(&imported, &cert).is_err());
 }
+
+/// The token directory of the SOFTHSM2_CONF this child runs with.
+fn token_dir() -> PathBuf {
+    let conf = std::fs::read_to_string(std::env::var_os("SOFTHSM2_CONF").unwrap()).unwrap();
+    let dir = conf.lines().find_map(|l| l.strip_prefix("directories.tokendir = ")).unwrap();
+    PathBuf::from(dir.trim())
+}
+
+/// Issue 11, "a token restart mid-run recovers": SoftHSM answers CKR_OBJECT_HANDLE_INVALID
+/// while its token directory is gone (which once read as a decryption failure) and forgets
+/// the object until the library is initialised again.
+#[test]
+fn a_token_that_goes_away_is_unavailable_never_a_decryption_failure_and_comes_back() {
+    if !in_child_with_token("a_token_that_goes_away_is_unavailable_never_a_decryption_failure_and_comes_back") {
+        return;
+    }
+    let token = open_token(2);
+    let (cert, object) = token
+        .generate(gitseal_keys::RsaBits::Rsa2048, "", OffsetDateTime::now_utc(), time::Duration::days(30))
+        .unwrap();
+    let key = token.key(&object, &cert).unwrap();
+    let wrapped = wrap(cert.spki_der(), &[7u8; 32], b"ns/name");
+    assert_eq!(key.unwrap(&wrapped, b"ns/name").unwrap().expose(), &[7u8; 32]);
+
+    let (dir, away) = (token_dir(), token_dir().with_extension("away"));
+    std::fs::rename(&dir, &away).unwrap();
+    for _ in 0..3 {
+        let e = key.unwrap(&wrapped, b"ns/name").unwrap_err();
+        assert!(matches!(e, gitseal_shared::Error::KeyUnavailable(_)), "{e:?}");
+    }
+    std::fs::rename(&away, &dir).unwrap();
+    // Back without anything else happening: the next unwrap re-opens the library.
+    assert_eq!(key.unwrap(&wrapped, b"ns/name").unwrap().expose(), &[7u8; 32]);
+    assert!(token.reconnects() >= 1);
+    // A wrong label is still a plain decryption failure.
+    assert!(matches!(key.unwrap(&wrapped, b"other"), Err(gitseal_shared::Error::DecryptionFailed)));
+}

@@ -606,3 +606,38 @@ async fn with_shards_the_chart_passes_the_flag_and_grants_exactly_the_shard_leas
     assert!(format!("{err:#}").contains("needs leaderElection.enabled"), "{err:#}");
     Ok(())
 }
+
+/// Issue 11: the chart's `pkcs11` block becomes the token flags and the PIN volume; a label and
+/// a slot together (which the controller refuses at start) fail the render instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_values_render_the_token_flags_and_a_label_with_a_slot_fails_the_render() -> anyhow::Result<()> {
+    let base: Vec<String> = ["pkcs11.enabled=true", "pkcs11.pinSecretName=hsm-pin", "pkcs11.hostPath=/usr/lib/softhsm"]
+        .map(String::from)
+        .into();
+    let args_of = |objects: &[Value]| -> Vec<String> {
+        container(objects)["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+    };
+    let by_label = render("g", "gs", &[base.clone(), vec!["pkcs11.tokenLabel=gitseal".into()]].concat()).await?;
+    let args = args_of(&by_label);
+    for flag in [
+        "--pkcs11-module=/opt/pkcs11/libvendor-pkcs11.so",
+        "--pkcs11-token-label=gitseal",
+        "--pkcs11-pin-file=/etc/gitseal/pkcs11-pin/pin",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} missing from {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--pkcs11-slot")), "{args:?}");
+    let volumes = &deployment(&by_label)["spec"]["template"]["spec"]["volumes"];
+    let pin = volumes.as_array().unwrap().iter().find(|v| v["name"] == "pkcs11-pin").expect("the PIN volume");
+    assert_eq!(pin["secret"]["secretName"], "hsm-pin");
+
+    let by_slot = render("g", "gs", &[base.clone(), vec!["pkcs11.slot=0".into()]].concat()).await?;
+    let args = args_of(&by_slot);
+    assert!(args.iter().any(|a| a == "--pkcs11-slot=0"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--pkcs11-token-label")), "{args:?}");
+
+    let both = [base, vec!["pkcs11.tokenLabel=gitseal".into(), "pkcs11.slot=0".into()]].concat();
+    let err = render("g", "gs", &both).await.unwrap_err();
+    assert!(format!("{err:#}").contains("pkcs11.tokenLabel and pkcs11.slot both name the token"), "{err:#}");
+    Ok(())
+}

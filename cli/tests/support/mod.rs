@@ -35,6 +35,16 @@ impl Controller {
     /// Start gitseal-controller (keys and watched objects in `ns`) with `extra` flags, register
     /// its APIService and wait until the kube-apiserver reports it Available.
     pub async fn start(plane: &'static ControlPlane, ns: &TestNamespace, extra: &[&str]) -> anyhow::Result<Controller> {
+        Self::start_with_env(plane, ns, extra, &[]).await
+    }
+
+    /// [`Self::start`] with extra environment variables (SOFTHSM2_CONF for a token).
+    pub async fn start_with_env(
+        plane: &'static ControlPlane,
+        ns: &TestNamespace,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Controller> {
         let turn = API_TURN.lock().await;
         let port = free_port()?;
         let tls = ServingCert::generate(plane, ns.name())?;
@@ -46,9 +56,18 @@ impl Controller {
         args.extend(tls.flags(port));
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let inner =
-            GitsealController::start(plane, &controller_binary()?, ns.name(), Some(ns.name()), "gitseal", &args)
-                .await?;
+        let binary = controller_binary()?;
+        let inner = GitsealController::start_with_env(
+            plane,
+            &binary,
+            ns.name(),
+            Some(ns.name()),
+            "gitseal",
+            "127.0.0.1",
+            &args,
+            env,
+        )
+        .await?;
         let ready = format!("{}/readyz", inner.api);
         let became_ready = wait_for("gitseal-controller /readyz", TIMEOUT, || async {
             Ok::<_, anyhow::Error>(matches!(http_get(&ready).await, Ok((200, _))).then_some(()))
@@ -184,8 +203,14 @@ impl Gitseal {
     }
 
     pub async fn run_with(&self, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<Ran> {
+        self.run_with_env(args, stdin, &[]).await
+    }
+
+    /// [`Self::run_with`] with extra environment variables (SOFTHSM2_CONF for a token).
+    pub async fn run_with_env(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> anyhow::Result<Ran> {
         use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gitseal"));
+        cmd.envs(env.iter().copied());
         for (k, _) in std::env::vars() {
             if k.starts_with("GITSEAL_") || k.starts_with("SEALED_SECRETS_") || k == "KUBECONFIG" {
                 cmd.env_remove(k);

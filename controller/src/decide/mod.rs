@@ -21,7 +21,8 @@
 //!    which is revoked, the answer is `InSync` with no private-key operation.
 //! 3. **Unseal** with the usable keys (revoked keys are never passed in). A failure is
 //!    classified: `KeyRevoked` when the values or the last status name a revoked key,
-//!    `DecryptFailed`, `TemplateFailed`, `InvalidSealedSecret`; `NoKeys` before any key.
+//!    `DecryptFailed`, `TemplateFailed`, `InvalidSealedSecret`; `NoKeys` before any key;
+//!    `KeyUnavailable` when a key's token did not answer (transient: reconcile retries it).
 //! 4. **Build** the desired Secret ([`secret::build`]) and compare its keyed digest with the
 //!    existing data's: an immutable Secret that differs is `SecretImmutable`; a Secret of ours
 //!    made from the same sealed inputs whose data differs, or a Secret deleted although the
@@ -102,6 +103,10 @@ pub enum Reason {
     SecretImmutable,
     /// No key is loaded yet.
     NoKeys,
+    /// A key that may open it lives in a token that cannot be reached now (a token restart, a
+    /// network HSM gone): nothing was learnt about the values. Transient: retried with the
+    /// per-object backoff, never counted as a decryption failure.
+    KeyUnavailable,
 }
 
 impl Reason {
@@ -115,6 +120,7 @@ impl Reason {
             Reason::SecretNotOwned => "SecretNotOwned",
             Reason::SecretImmutable => "SecretImmutable",
             Reason::NoKeys => "NoKeys",
+            Reason::KeyUnavailable => "KeyUnavailable",
         }
     }
 
@@ -128,6 +134,7 @@ impl Reason {
             Reason::SecretNotOwned => "unmanaged",
             Reason::SecretImmutable => "immutable",
             Reason::NoKeys => "no_keys",
+            Reason::KeyUnavailable => "key_unavailable",
         }
     }
 }
@@ -295,6 +302,8 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     let ordered = order_by_hints(inp.keys, &status_key_ids);
     let unsealed = match unseal(ss, &ordered).map_err(CoreError::for_remote) {
         Ok(u) => u,
+        // Before any classification by plaintext: no value was opened or refused.
+        Err(e @ CoreError::KeyUnavailable(_)) => return failed(inp, Reason::KeyUnavailable, e.to_string(), 0),
         Err(CoreError::Undecryptable(items)) => {
             let hinted = key_hints(ss);
             if on_revoked_key(&hinted) || on_revoked_key(&status_key_ids) {
@@ -665,6 +674,42 @@ mod tests {
             ("False", Some("DecryptFailed"))
         );
         assert!(!d.message.contains("hunter2") && d.message.contains("password"));
+    }
+
+    #[test]
+    fn a_token_that_does_not_answer_is_key_unavailable_not_a_bad_or_undecryptable_sealed_secret() {
+        let (token, gone) = crate::testing::Switchable::wrap(&keys().0.decryption_key().unwrap(), true);
+        let other = keys().1.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        for keyring in [vec![&gone], vec![&other, &gone], vec![&gone, &other]] {
+            let d = run(&ss, &keyring, &[], None);
+            assert_eq!(d.outcome, Outcome::Failed(Reason::KeyUnavailable));
+            assert!(d.apply.is_none());
+            let status = d.status.as_ref().unwrap();
+            assert_eq!(
+                (status.conditions[0].status.as_str(), status.conditions[0].reason.as_deref()),
+                ("False", Some("KeyUnavailable"))
+            );
+            let event = d.event.as_ref().unwrap();
+            assert!(event.warning && event.reason == "KeyUnavailable", "{event:?}");
+            assert!(d.message.contains("unavailable") && !d.message.contains("hunter2"), "{}", d.message);
+        }
+        // The token comes back: the same object, its status saying KeyUnavailable, unseals.
+        let failed = run(&ss, &[&gone], &[], None);
+        token.set_down(false);
+        let back = run(&with_status(ss, &failed), &[&gone], &[], None);
+        assert_eq!(back.outcome, Outcome::Unsealed);
+        assert_eq!(back.status.unwrap().conditions[0].status, "True");
+    }
+
+    #[test]
+    fn a_secret_in_sync_stays_in_sync_while_the_token_is_gone() {
+        let k = keys().0.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let first = run(&ss, &[&k], &[], None);
+        let (_token, gone) = crate::testing::Switchable::wrap(&k, true);
+        let d = run(&with_status(ss, &first), &[&gone], &[], Some(&applied(&first)));
+        assert_eq!(d.outcome, Outcome::InSync, "the fast path needs no key");
     }
 
     #[test]

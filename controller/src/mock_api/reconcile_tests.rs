@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{Seen, Step, client};
 use crate::Shared;
+use crate::backoff::Backoff;
 use crate::decide::DigestKey;
 use crate::reconcile::{Error, error_policy, reconcile};
 use crate::testing::{Lines, shared_on};
@@ -28,6 +29,8 @@ struct Run {
     shared: Arc<Shared>,
     ss: Arc<SealedSecretObject>,
     audit: Lines,
+    /// What `error_policy` answered for a failed reconcile (a first failure).
+    retry: Option<Duration>,
 }
 
 impl Run {
@@ -44,9 +47,15 @@ impl Run {
 
 /// Reconcile one SealedSecret `app/db` (sealed to the fixture's key) against `script`.
 async fn run(script: Vec<Step>, deleting: bool) -> Run {
+    run_with(script, deleting, |_| {}).await
+}
+
+/// [`run`], after `setup` prepared the shared state (its registry).
+async fn run_with(script: Vec<Step>, deleting: bool, setup: impl FnOnce(&Shared)) -> Run {
     let (client, api) = client();
     let audit = Lines::default();
     let shared = shared_on(client, &[], Box::new(audit.clone()));
+    setup(&shared);
     shared.registry.set_digest_key(DigestKey::generate().expect("digest key"));
     let recipient = shared.registry.usable().first().expect("fixture key").cert.recipient().expect("recipient");
     let doc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "app"},
@@ -65,10 +74,8 @@ async fn run(script: Vec<Step>, deleting: bool) -> Run {
         .await
         .expect("reconcile finishes");
     let seen = server.await.expect("the API server saw the scripted conversation");
-    if let Err(e) = &result {
-        error_policy(ss.clone(), e, shared.clone(), &crate::backoff::Backoff::default());
-    }
-    Run { result, seen, shared, ss, audit }
+    let retry = result.as_ref().err().map(|e| error_policy(ss.clone(), e, shared.clone(), &Backoff::default()));
+    Run { result, seen, shared, ss, audit, retry }
 }
 
 /// The SealedSecret as the status subresource returns it.
@@ -190,4 +197,41 @@ async fn a_throttled_or_failing_first_read_stops_before_any_write() {
         assert_eq!(run.metric(r#"gitseal_reconciles_total{outcome="unsealed"}"#), 0.0, "{code}");
         assert!(!run.audit.text().contains("Unseal"), "{code}: no unseal was attempted");
     }
+}
+
+#[tokio::test]
+async fn a_token_gone_reports_key_unavailable_writes_no_secret_and_retries_within_a_second_or_so() {
+    // The fixture key, its private operations now behind a token that does not answer.
+    let behind_a_dead_token = |shared: &Shared| {
+        let key = shared.registry.usable().first().cloned().expect("fixture key");
+        let (_switch, decryption) = crate::testing::Switchable::wrap(&key.decryption, true);
+        shared.registry.remove(&key.secret_name);
+        shared.registry.upsert(crate::registry::LoadedKey {
+            secret_name: key.secret_name.clone(),
+            cert: gitseal_keys::Certificate::from_pem(key.cert.pem()).expect("certificate"),
+            decryption,
+            state: key.state,
+            bitnami: key.bitnami,
+            pending_backup: false,
+            created: None,
+            token_object: None,
+        });
+    };
+    let script =
+        vec![Step::fail(Method::GET, SECRET, 404, "NotFound"), Step::echo(Method::POST, EVENTS, 201), status_ok()];
+    let run = run_with(script, false, behind_a_dead_token).await;
+    assert_eq!(run.lines(), [format!("GET {SECRET}"), format!("POST {EVENTS}"), format!("PATCH {STATUS}")]);
+    assert_eq!((&run.seen[1].body["reason"], &run.seen[1].body["type"]), (&json!("KeyUnavailable"), &json!("Warning")));
+    let condition = &run.seen[2].body["status"]["conditions"][0];
+    assert_eq!((&condition["status"], &condition["reason"]), (&json!("False"), &json!("KeyUnavailable")));
+    assert!(matches!(run.result, Err(Error::KeyUnavailable(_))), "{:?}", run.result);
+    // Retried with the per-object backoff (first failure: at most a second), not in 10 minutes.
+    assert!(run.retry.is_some_and(|d| d <= Duration::from_secs(1)), "{:?}", run.retry);
+    assert_eq!(run.metric(r#"gitseal_unseal_errors_total{reason="key_unavailable"}"#), 1.0);
+    assert_eq!(run.metric(r#"gitseal_reconcile_errors_total{error="key_unavailable"}"#), 1.0);
+    for not_this in ["decrypt_failed", "invalid"] {
+        assert_eq!(run.metric(&format!(r#"gitseal_unseal_errors_total{{reason="{not_this}"}}"#)), 0.0, "{not_this}");
+    }
+    let audit = run.audit.text();
+    assert!(audit.contains(r#""reason":"KeyUnavailable""#), "{audit}");
 }

@@ -156,3 +156,115 @@ async fn a_key_generated_in_a_softhsm_token_unseals_kubeseal_values_and_never_re
     .await??;
     Ok(())
 }
+
+/// The Synced reasons of every SealedSecret named in `names`, by name.
+async fn sync_reasons(ns: &gitseal_tests::TestNamespace, names: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let api = crate::fixture::ss_api(&ns.client(), ns.name(), ApiGroup::Gitseal);
+    let mut out = Vec::new();
+    for o in api.list(&ListParams::default()).await?.items {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        if names.contains(&name) {
+            let v = serde_json::to_value(&o)?;
+            let reason = v.pointer("/status/conditions/0/reason").and_then(Value::as_str).unwrap_or("").to_string();
+            out.push((name, reason));
+        }
+    }
+    Ok(out)
+}
+
+/// Issue 11, "a token restart mid-run recovers": the token's storage goes away while the
+/// controller unseals a batch (SoftHSM's token directory moved aside: its sessions then answer
+/// CKR_OBJECT_HANDLE_INVALID and re-initialising finds no token), and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_gone_mid_run_reports_key_unavailable_and_every_object_converges_when_it_returns() -> anyhow::Result<()>
+{
+    let plane = ControlPlane::shared().await?;
+    let dir = tempfile::tempdir()?;
+    let (conf, pin) = softhsm_token(dir.path());
+    let (tokens, away) = (dir.path().join("tokens"), dir.path().join("tokens-away"));
+    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    with_temp_ns(|ns| async move {
+        let flags = [
+            format!("--pkcs11-module={module}"),
+            format!("--pkcs11-token-label={LABEL}"),
+            format!("--pkcs11-pin-file={}", pin.display()),
+            "--key-renew-period=0".to_string(),
+        ];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let conf = conf.display().to_string();
+        let mut g = Gitseal::start_with_env(plane, ns.name(), "gitseal", &flags, &[("SOFTHSM2_CONF", &conf)]).await?;
+        g.ready().await?;
+        let cert = g.cert().await?;
+        let client = ns.client();
+        let apply = |names: std::ops::Range<usize>| {
+            let (client, cert, ns_name) = (client.clone(), &cert, ns.name().to_string());
+            async move {
+                for i in names {
+                    let name = format!("s{i}");
+                    let value = format!("v{i}");
+                    let doc = seal(cert, &ns_name, &name, &[("v", &value)], ApiGroup::Gitseal);
+                    gitseal_tests::apply_json(&client, doc).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        };
+
+        // A batch is being unsealed through the token when its storage goes away.
+        apply(0..12).await?;
+        secret_with(&ns, "s0", "v", "v0").await?;
+        std::fs::rename(&tokens, &away)?;
+        // Objects that arrive while it is away cannot be opened: KeyUnavailable, nothing else.
+        apply(12..18).await?;
+        let late: Vec<String> = (12..18).map(|i| format!("s{i}")).collect();
+        let reasons = gitseal_tests::wait_for("late objects report KeyUnavailable", Duration::from_secs(30), || {
+            let (ns, late) = (&ns, &late);
+            async move {
+                let r = sync_reasons(ns, late).await?;
+                Ok::<_, anyhow::Error>((r.len() == late.len() && r.iter().all(|(_, why)| !why.is_empty())).then_some(r))
+            }
+        })
+        .await?;
+        assert!(reasons.iter().all(|(_, why)| why == "KeyUnavailable"), "{reasons:?}");
+        assert!(g.metric("gitseal_unseal_errors_total{reason=\"key_unavailable\"}").await? >= 6.0);
+        g.process.check_running()?;
+
+        // The token is back: every object converges, without a restart of the controller.
+        std::fs::rename(&away, &tokens)?;
+        let started = std::time::Instant::now();
+        for i in 0..18 {
+            if let Err(e) = secret_with(&ns, &format!("s{i}"), "v", &format!("v{i}")).await {
+                g.process.print_log_tail();
+                return Err(e);
+            }
+        }
+        let converged = started.elapsed();
+        let all: Vec<String> = (0..18).map(|i| format!("s{i}")).collect();
+        gitseal_tests::wait_for("every status Synced again", Duration::from_secs(30), || {
+            let (ns, all) = (&ns, &all);
+            async move {
+                let r = sync_reasons(ns, all).await?;
+                Ok::<_, anyhow::Error>(
+                    (r.len() == all.len() && r.iter().all(|(_, why)| why == "Unsealed")).then_some(()),
+                )
+            }
+        })
+        .await?;
+        g.process.check_running()?;
+
+        // Never reported as a bad or undecryptable SealedSecret, in metrics or the audit trail.
+        for reason in ["decrypt_failed", "invalid"] {
+            assert_eq!(
+                g.metric(&format!("gitseal_unseal_errors_total{{reason=\"{reason}\"}}")).await?,
+                0.0,
+                "{reason}"
+            );
+        }
+        let audit = g.audit_lines().join("\n");
+        assert!(audit.contains(r#""reason":"KeyUnavailable""#));
+        assert!(!audit.contains("InvalidSealedSecret") && !audit.contains("DecryptFailed"));
+        eprintln!("token back: 18 objects converged {converged:?} later");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    Ok(())
+}

@@ -23,6 +23,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -334,6 +336,11 @@ fn raw_decode(em: &[u8], label: &[u8], k: usize) -> gitseal_shared::Result<Secre
     oaep::decode(&full, label, k)
 }
 
+/// Why an unwrap found no key object (see [`TokenKey::unwrap`]).
+const OBJECT_GONE: &str = "the key object is gone";
+/// How often a missing key object may re-open the library ([`pool::Pool::refresh`]).
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A private key object in a token.
 pub struct TokenKey {
     token: Arc<Token>,
@@ -375,6 +382,11 @@ impl TokenKey {
             ))),
             Some(_) => Ok(key),
         }
+    }
+
+    /// Drop the cached handle: the next [`Self::lookup`] searches the token again.
+    fn forget_handle(&self) {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn lookup(&self, s: &Session) -> cryptoki::error::Result<Option<ObjectHandle>> {
@@ -454,19 +466,40 @@ impl UnwrapKey for TokenKey {
             return Err(E::DecryptionFailed);
         }
         let path = self.token.path;
-        let result = self.token.pool.with_session(|s| {
-            let Some(h) = self.lookup(s)? else { return Ok(Err(E::KeyUnavailable("the key object is gone"))) };
-            let mechanism = match path {
-                UnwrapPath::TokenOaep => oaep_mechanism(label),
-                _ => Mechanism::RsaX509,
-            };
-            match s.decrypt(&mechanism, h, wrapped) {
-                Ok(out) => Ok(Ok(Zeroizing::new(out))),
-                Err(e) if is_reconnect_error(&e) => Err(e),
-                // Anything else the token says about a ciphertext is a decryption failure.
-                Err(_) => Ok(Err(E::DecryptionFailed)),
-            }
-        });
+        let attempt = || {
+            self.token.pool.with_session(|s| {
+                let mechanism = match path {
+                    UnwrapPath::TokenOaep => oaep_mechanism(label),
+                    _ => Mechanism::RsaX509,
+                };
+                for _ in 0..2 {
+                    let Some(h) = self.lookup(s)? else { return Ok(Err(E::KeyUnavailable(OBJECT_GONE))) };
+                    match s.decrypt(&mechanism, h, wrapped) {
+                        Ok(out) => return Ok(Ok(Zeroizing::new(out))),
+                        Err(e) if is_reconnect_error(&e) => return Err(e),
+                        // The handle names no key any more (SoftHSM answers this while its token
+                        // directory is gone, an HSM after a reload): look the object up again.
+                        Err(CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)) => {
+                            self.forget_handle();
+                        }
+                        // C_DecryptInit never sees the ciphertext: its refusals are about the key
+                        // or the token, never a verdict on the value.
+                        Err(CkError::Pkcs11(_, Function::DecryptInit)) => {
+                            return Ok(Err(E::KeyUnavailable("the token refused the key")));
+                        }
+                        // Anything else the token says about a ciphertext is a decryption failure.
+                        Err(_) => return Ok(Err(E::DecryptionFailed)),
+                    }
+                }
+                Ok(Err(E::KeyUnavailable(OBJECT_GONE)))
+            })
+        };
+        let result = match attempt() {
+            // Perhaps the token forgot it while it was away: re-open the library (at most once
+            // a second, however many values ask) and try once more.
+            Ok(Err(E::KeyUnavailable(OBJECT_GONE))) if self.token.pool.refresh(REFRESH_EVERY) => attempt(),
+            other => other,
+        };
         let out = match result {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => return Err(e),

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -51,12 +52,17 @@ fn forget(session: Session) {
     std::mem::forget(session);
 }
 
+/// How long [`Pool::refresh`] waits for sessions in use to come back.
+const REFRESH_QUIET: Duration = Duration::from_secs(2);
+
 struct Inner {
     ctx: Option<Pkcs11>,
     slot: Option<Slot>,
     idle: Vec<(u64, Session)>,
     /// Sessions handed out now.
     out: usize,
+    /// When the library was last (re-)initialised, or tried to be.
+    connected_at: Option<Instant>,
 }
 
 pub(super) struct Pool {
@@ -71,7 +77,7 @@ impl Pool {
     pub(super) fn open(config: TokenConfig) -> Result<Pool> {
         let pool = Pool {
             config,
-            inner: Mutex::new(Inner { ctx: None, slot: None, idle: Vec::new(), out: 0 }),
+            inner: Mutex::new(Inner { ctx: None, slot: None, idle: Vec::new(), out: 0, connected_at: None }),
             freed: Condvar::new(),
             generation: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -106,6 +112,7 @@ impl Pool {
     /// (Re-)initialise the library, find the slot, log in; one idle session of the new
     /// generation is left in the pool.
     fn connect(&self, inner: &mut Inner) -> Result<()> {
+        inner.connected_at = Some(Instant::now());
         inner.idle.drain(..).for_each(|(_, s)| forget(s));
         if let Some(old) = inner.ctx.take() {
             // May fail: the library may already be finalized (that is why we are here).
@@ -196,7 +203,8 @@ impl Pool {
             forget(session);
         }
         drop(inner);
-        self.freed.notify_one();
+        // All: a refresh may wait for the last session beside takers waiting for any.
+        self.freed.notify_all();
     }
 
     /// Re-initialise unless another thread already did since `generation`.
@@ -208,6 +216,30 @@ impl Pool {
         self.reconnects.fetch_add(1, Ordering::SeqCst);
         tracing::warn!(token = %self.describe(), "PKCS#11 token went away; re-opening the library and retrying");
         self.connect(&mut inner)
+    }
+
+    /// Re-initialise the library because a key object vanished, unless that was done less than
+    /// `every` ago: SoftHSM forgets objects whose files went away (its token directory moved,
+    /// a volume remounted) and finds them again only on C_Initialize; an HSM may do the same
+    /// after a reload. True when a new generation is open.
+    pub(super) fn refresh(&self, every: Duration) -> bool {
+        let mut inner = self.lock();
+        if inner.connected_at.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        // Never finalize under an operation in flight (other keys may be working): wait a
+        // moment for every session to come back, else leave the library as it is.
+        let deadline = Instant::now() + REFRESH_QUIET;
+        while inner.out > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            inner = self.freed.wait_timeout(inner, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        self.reconnects.fetch_add(1, Ordering::SeqCst);
+        tracing::warn!(token = %self.describe(), "a key object is missing from the PKCS#11 token; re-opening the library");
+        self.connect(&mut inner).is_ok()
     }
 
     /// Run `f` on a pooled session; re-open and retry once if the token went away.

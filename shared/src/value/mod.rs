@@ -296,6 +296,9 @@ fn open_counting(
     format: Format,
     private_ops: &mut u32,
 ) -> Result<Opened> {
+    // A key whose token is unreachable does not end the search (a later key may open the
+    // value), but when no key opens it the answer is KeyUnavailable, never a decryption failure.
+    let mut unavailable = None;
     for key in keys {
         let opened = match format {
             Format::Kubeseal => match &key.rsa {
@@ -339,10 +342,11 @@ fn open_counting(
                 return Ok(Opened { plaintext, key_id: key.id().clone(), format, private_ops: *private_ops });
             }
             Err(Error::DecryptionFailed) => continue,
+            Err(Error::KeyUnavailable(why)) => unavailable = Some(why),
             Err(other) => return Err(other),
         }
     }
-    Err(Error::DecryptionFailed)
+    Err(unavailable.map_or(Error::DecryptionFailed, Error::KeyUnavailable))
 }
 
 #[cfg(test)]
@@ -480,6 +484,57 @@ mod tests {
             open(&[&DecryptionKey::from_age(recovery)], &strict("ns", "t"), &v),
             Err(Error::DecryptionFailed)
         ));
+    }
+
+    /// Key `i` behind a token that does not answer.
+    struct Unreachable(SoftwareRsaKey);
+
+    impl UnwrapKey for Unreachable {
+        fn key_id(&self) -> &KeyId {
+            self.0.key_id()
+        }
+        fn modulus_bytes(&self) -> usize {
+            self.0.modulus_bytes()
+        }
+        fn path(&self) -> UnwrapPath {
+            UnwrapPath::TokenRawRsa
+        }
+        fn unwrap(&self, _: &[u8], _: &[u8]) -> Result<SecretBytes> {
+            Err(Error::KeyUnavailable("the token did not answer"))
+        }
+        fn export_pkcs8(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+            None
+        }
+    }
+
+    fn unreachable(i: usize) -> DecryptionKey {
+        DecryptionKey::from_rsa(Arc::new(Unreachable(SoftwareRsaKey::from_pkcs8(&rsa_keys()[i].0).unwrap())), None)
+    }
+
+    #[test]
+    fn a_key_whose_token_is_gone_is_unavailable_not_a_decryption_failure_in_both_formats() {
+        let t = strict("ns", "s");
+        let kubeseal = RecipientSet::new(vec![recipient(0)]).unwrap().seal(&t, b"x").unwrap();
+        let age_format =
+            RecipientSet::new(vec![recipient(0), Recipient::age(age::x25519::Identity::generate().to_public())])
+                .unwrap()
+                .seal(&t, b"x")
+                .unwrap();
+        for v in [&kubeseal, &age_format] {
+            let gone = unreachable(0);
+            assert!(matches!(open(&[&gone], &t, v), Err(Error::KeyUnavailable(_))));
+            // Another key that cannot open it does not turn the answer into a decryption failure.
+            assert!(matches!(open(&[&gone, &key(1, None)], &t, v), Err(Error::KeyUnavailable(_))));
+        }
+    }
+
+    #[test]
+    fn a_key_whose_token_is_gone_does_not_stop_another_key_from_opening_the_value() {
+        let t = strict("ns", "s");
+        let v = RecipientSet::new(vec![recipient(1)]).unwrap().seal(&t, b"x").unwrap();
+        let opened = open(&[&unreachable(0), &key(1, None)], &t, &v).unwrap();
+        assert_eq!(opened.plaintext.expose(), b"x");
+        assert_eq!(&opened.key_id, key(1, None).id());
     }
 
     #[test]

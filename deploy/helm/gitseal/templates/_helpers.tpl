@@ -101,6 +101,9 @@ delete: a Secret goes away through its owner reference.
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicas > 1 needs leaderElection.enabled=true, or two controllers reconcile at once" }}
 {{- end }}
+{{- if and .Values.pkcs11.enabled .Values.pkcs11.tokenLabel (not (kindIs "invalid" .Values.pkcs11.slot)) }}
+{{- fail "pkcs11.tokenLabel and pkcs11.slot both name the token: set one of them (the controller refuses both)" }}
+{{- end }}
 {{- end }}
 
 {{/*
