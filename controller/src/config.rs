@@ -60,9 +60,9 @@ pub struct RunArgs {
     #[arg(long, env = "GITSEAL_BITNAMI_COMPAT")]
     pub bitnami_compat: bool,
     /// Honour `gitseal.dev/restart-on-change: deployment/api, statefulset/db` on SealedSecrets:
-    /// when their unsealed data changes, restart those workloads (same namespace, at most 8) as
-    /// `kubectl rollout restart` does. Needs patch on deployments, statefulsets and daemonsets
-    /// (the chart's rolloutRestart.enabled)
+    /// when their unsealed data changes, restart those workloads (same namespace, at most 8, only
+    /// those whose pod template references the Secret) as `kubectl rollout restart` does. Needs
+    /// get and patch on deployments, statefulsets and daemonsets (the chart's rolloutRestart.enabled)
     #[arg(long, env = "GITSEAL_ROLLOUT_RESTART")]
     pub rollout_restart: bool,
     /// generateName prefix of new key Secrets.
