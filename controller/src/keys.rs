@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use time::OffsetDateTime;
 
-mod replaced;
+pub(crate) mod replaced;
 
 use crate::Shared;
 use crate::audit::AuditLog;
@@ -566,7 +566,7 @@ fn restore_failed(shared: &Shared, name: &str, key_id: Option<&KeyId>, why: &str
 }
 
 /// An Event about key Secret `name` in the controller namespace (sent in the background).
-fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str, note: String) {
+pub(crate) fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "KeyCustody".into(), secondary: None };
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("v1".into()),

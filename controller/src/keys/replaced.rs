@@ -96,7 +96,7 @@ fn holds(found: &Secret, want: &Secret) -> bool {
 }
 
 /// Make Secret `name` hold `secret` again, whatever it holds now; retried, reported either way.
-pub(super) async fn overwrite(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret: Secret) {
+pub(crate) async fn overwrite(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret: Secret) {
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
     let mut last = String::new();
     for attempt in 1..=RESTORE_ATTEMPTS {
@@ -124,8 +124,7 @@ pub(super) async fn overwrite(shared: &Shared, name: &str, key_id: Option<&KeyId
                 rec.key_id = key_id.map(ToString::to_string);
                 rec.caller =
                     Some(gitseal_shared::audit::Caller { user: "gitseal-controller".into(), groups: Vec::new() });
-                rec.message =
-                    Some(format!("key Secret {name} written back from memory over the content that replaced it"));
+                rec.message = Some(format!("key Secret {name} written back from memory"));
                 shared.audit.write(rec);
                 tracing::warn!(secret = %name, attempt, "key Secret written back from memory");
                 publish_key_event(
