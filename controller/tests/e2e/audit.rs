@@ -371,3 +371,38 @@ async fn the_audit_key_secret_deleted_or_replaced_is_written_back_and_another_ke
     .await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_cut_from_the_log_is_caught_because_the_default_checkpoint_follows_the_head_within_a_second()
+-> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        // Default checkpoint settings: no FAST_CHECKPOINTS here.
+        let mut g = Gitseal::start(plane, ns.name(), &[]).await?;
+        g.ready().await?;
+        let cert = g.cert().await?;
+        let key = audit_key(&g).await?;
+        for i in 0..3 {
+            apply(&ns, &cert, &format!("t{i}"), "v").await?;
+            secret_with(&ns, &format!("t{i}"), "k", "v").await?;
+        }
+        // A handful of records (far fewer than --audit-checkpoint-records) are anchored within
+        // about a second, not only after the next 100 records or 10 s.
+        let log = g.audit_log.clone();
+        let head = last_hash(&log).expect("records were written");
+        let cp = wait_for("the checkpoint to anchor the newest record", Duration::from_secs(4), || async {
+            Ok::<_, anyhow::Error>(checkpoint(&ns).await?.filter(|c| c.hash == head))
+        })
+        .await?;
+        verify(&[&log], &key, &cp).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Someone who can edit the log cuts its newest records: the anchored head is missing.
+        let cut = tampered(&log, "tail", |l| l.truncate(l.len() - 3));
+        let e = verify(&[&cut], &key, &cp).unwrap_err();
+        assert!(e.problem.contains("truncated") && e.problem.contains("records are missing"), "{e}");
+        assert_eq!(e.trusted_up_to, Some(cp.seq - 3), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
