@@ -593,7 +593,17 @@ async fn cert_and_seal_fetch_the_certificate_through_the_service_proxy_like_kube
         // against the checkpoint (issue #10).
         let (_, key) = http_get(&format!("{api}/v1/audit-key")).await?;
         assert_eq!(admin.ok(&["audit", "key"]).await?.as_bytes(), key, "byte for byte what the controller serves");
-        std::fs::copy(&controller.audit_log, w.join("audit.log"))?;
+        // Copy the log once the checkpoint (taken within a second of any record) anchors its
+        // newest record: a copy taken before records the checkpoint names is, rightly, truncated.
+        let anchored = wait_for("the checkpoint to anchor the log's newest record", TIMEOUT, || async {
+            let log = std::fs::read_to_string(&controller.audit_log).unwrap_or_default();
+            let head = log.lines().rev().find_map(|l| gitseal_shared::audit::parse_line(l).ok()).map(|p| p.hash);
+            let cm = ns.api::<k8s_openapi::api::core::v1::ConfigMap>().get_opt("gitseal-audit-checkpoint").await?;
+            let cp = cm.and_then(|c| c.data).and_then(|mut d| d.remove("checkpoint")).unwrap_or_default();
+            Ok::<_, kube::Error>(head.filter(|h| cp.contains(h.as_str())).map(|_| log))
+        })
+        .await?;
+        std::fs::write(w.join("audit.log"), anchored)?;
         let verified = admin.ok(&["audit", "verify", "--online", "audit.log"]).await?;
         assert!(verified.contains("signatures: valid (audit key SHA256:"), "{verified}");
         assert!(verified.contains("checkpoint: seq ") && verified.contains("of cli-proxy"), "{verified}");

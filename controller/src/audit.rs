@@ -375,6 +375,11 @@ impl AuditLog {
         self.key.public_key()
     }
 
+    /// The signing key's PKCS#8, to write its Secret back ([`cluster::watch_key`]).
+    pub fn key_pkcs8(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, &'static str> {
+        self.key.to_pkcs8()
+    }
+
     pub fn actor(&self) -> &str {
         &self.actor
     }

@@ -60,9 +60,9 @@ pub struct RunArgs {
     #[arg(long, env = "GITSEAL_BITNAMI_COMPAT")]
     pub bitnami_compat: bool,
     /// Honour `gitseal.dev/restart-on-change: deployment/api, statefulset/db` on SealedSecrets:
-    /// when their unsealed data changes, restart those workloads (same namespace, at most 8) as
-    /// `kubectl rollout restart` does. Needs patch on deployments, statefulsets and daemonsets
-    /// (the chart's rolloutRestart.enabled)
+    /// when their unsealed data changes, restart those workloads (same namespace, at most 8, only
+    /// those whose pod template references the Secret) as `kubectl rollout restart` does. Needs
+    /// get and patch on deployments, statefulsets and daemonsets (the chart's rolloutRestart.enabled)
     #[arg(long, env = "GITSEAL_ROLLOUT_RESTART")]
     pub rollout_restart: bool,
     /// generateName prefix of new key Secrets.
@@ -131,8 +131,10 @@ pub struct RunArgs {
     /// many records; 0 checkpoints on the interval only.
     #[arg(long, env = "GITSEAL_AUDIT_CHECKPOINT_RECORDS", default_value_t = 100)]
     pub audit_checkpoint_records: u64,
-    /// …and at least this often when records were written.
-    #[arg(long, env = "GITSEAL_AUDIT_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// …and at least this often when records were written: records newer than the checkpoint
+    /// can be cut from the log's tail unnoticed, so keep it short (one ConfigMap write per
+    /// interval at most while records flow, none while idle).
+    #[arg(long, env = "GITSEAL_AUDIT_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub audit_checkpoint_interval: Duration,
     /// Take a coordination.k8s.io Lease before reconciling, so several replicas are safe.
     #[arg(long, env = "GITSEAL_LEADER_ELECT")]

@@ -20,6 +20,8 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use time::OffsetDateTime;
 
+pub(crate) mod replaced;
+
 use crate::Shared;
 use crate::audit::AuditLog;
 use crate::decide::DigestKey;
@@ -96,13 +98,7 @@ fn classify(shared: &Shared, secret: &Secret) -> Seen {
     let Some(state) = KeyState::from_labels(secret.metadata.labels.as_ref(), shared.config.bitnami_compat) else {
         return Seen::Other;
     };
-    let token = shared.token.get();
-    let lookup = |cert: &gitseal_keys::Certificate, a: &std::collections::BTreeMap<String, String>| match token {
-        Some(t) => crate::token::lookup(t, cert, a),
-        None => Err(gitseal_keys::Error::Token("no token".into())),
-    };
-    let key = match LoadedKey::from_secret_in(secret, state, token.map(|_| &lookup as crate::registry::TokenLookup<'_>))
-    {
+    let key = match parse_key(shared, secret, state) {
         Ok(k) => k,
         Err(e) => {
             let problem = crate::error::report(&e);
@@ -125,6 +121,16 @@ fn classify(shared: &Shared, secret: &Secret) -> Seen {
         return Seen::Other;
     }
     Seen::Key(Box::new(key))
+}
+
+/// The key a key Secret holds (its private key, or its token object), not yet checked.
+fn parse_key(shared: &Shared, secret: &Secret, state: KeyState) -> Result<LoadedKey, crate::registry::KeySecretError> {
+    let token = shared.token.get();
+    let lookup = |cert: &gitseal_keys::Certificate, a: &std::collections::BTreeMap<String, String>| match token {
+        Some(t) => crate::token::lookup(t, cert, a),
+        None => Err(gitseal_keys::Error::Token("no token".into())),
+    };
+    LoadedKey::from_secret_in(secret, state, token.map(|_| &lookup as crate::registry::TokenLookup<'_>))
 }
 
 /// A key whose certificate starts beyond the allowed clock skew: audit, Event, log. The
@@ -278,6 +284,9 @@ pub async fn watch_keys(shared: Arc<Shared>) {
     }
     let mut stream = watcher(api, wc).boxed();
     let mut buffer: Vec<LoadedKey> = Vec::new();
+    // Loaded keys whose Secret a re-list shows replaced: kept, reported at InitDone.
+    let mut replaced_at_relist: std::collections::BTreeMap<String, crate::registry::Replaced> =
+        std::collections::BTreeMap::new();
     // What the revocation-list Secret holds, as last seen.
     let mut persisted: BTreeSet<KeyId> = BTreeSet::new();
     // A refused key is looked at again once its NotBefore is within the allowed skew.
@@ -295,7 +304,14 @@ pub async fn watch_keys(shared: Arc<Shared>) {
             }
         };
         match event {
-            Ok(watcher::Event::Init) => buffer.clear(),
+            Ok(watcher::Event::Init) => {
+                buffer.clear();
+                replaced_at_relist.clear();
+            }
+            // Replaced while the watch was away: left out of the re-list, so kept as vanished.
+            Ok(watcher::Event::InitApply(s)) if let Some((k, why)) = replaced::replaced(&shared, &s) => {
+                replaced_at_relist.insert(k.secret_name.clone(), why);
+            }
             Ok(watcher::Event::InitApply(s)) => match classify_off_runtime(&shared, s).await {
                 Seen::Key(k) => buffer.push(*k),
                 Seen::RevocationList(ids) => {
@@ -310,10 +326,18 @@ pub async fn watch_keys(shared: Arc<Shared>) {
                 }
                 // A re-list that no longer shows a loaded key: deleted while the watch was away.
                 for k in shared.registry.replace_all_keeping_vanished(std::mem::take(&mut buffer)) {
-                    key_secret_lost(&shared, k);
+                    match replaced_at_relist.remove(&k.secret_name) {
+                        Some(why) => replaced::key_secret_replaced(&shared, k, &why),
+                        None => key_secret_lost(&shared, k),
+                    }
                 }
                 shared.standing.keys_synced.send_replace(true);
                 tracing::info!(keys = shared.registry.len(), "key Secrets loaded");
+                update_key_metrics(&shared);
+            }
+            // A loaded key's Secret holding something else now: keep the key, write it back.
+            Ok(watcher::Event::Apply(s)) if let Some((k, why)) = replaced::replaced(&shared, &s) => {
+                replaced::key_secret_replaced(&shared, k, &why);
                 update_key_metrics(&shared);
             }
             Ok(watcher::Event::Apply(s)) => {
@@ -525,12 +549,14 @@ async fn write_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret:
     for attempt in 1..=RESTORE_ATTEMPTS {
         let done = match api.create(&PostParams::default(), &secret).await {
             Ok(_) => Ok(()),
-            // Someone wrote a Secret of that name first: restored only if it holds the same data.
+            // Someone wrote a Secret of that name first: restored only if it holds the same data;
+            // otherwise it took the name (e.g. without the key label, which the watch does not
+            // see): it is overwritten as a replaced key Secret is.
             Err(kube::Error::Api(ae)) if ae.code == 409 => match api.get_opt(name).await {
                 Ok(Some(found)) if found.data == secret.data => Ok(()),
                 Ok(_) => {
-                    restore_failed(shared, name, key_id, "another Secret with different data took its name");
-                    return;
+                    tracing::warn!(secret = %name, "another Secret took the deleted key Secret's name; overwriting it");
+                    return Box::pin(replaced::overwrite(shared, name, key_id, secret)).await;
                 }
                 Err(e) => Err(e),
             },
@@ -578,7 +604,7 @@ fn restore_failed(shared: &Shared, name: &str, key_id: Option<&KeyId>, why: &str
 }
 
 /// An Event about key Secret `name` in the controller namespace (sent in the background).
-fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str, note: String) {
+pub(crate) fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "KeyCustody".into(), secondary: None };
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("v1".into()),

@@ -52,8 +52,8 @@ pub use crate::context::{Limits, Shared, Standing};
 /// The audit sink, continuing the cluster's history: the signing key from its Secret (made on
 /// first start), the head from the audit file or the checkpoint.
 async fn open_audit(client: &kube::Client, config: &Config) -> crate::error::Result<AuditLog> {
-    let key = audit::cluster::load_or_create_key(client, &config.namespace).await?;
     let anchor = audit::cluster::read_checkpoint(client, &config.namespace).await?;
+    let key = audit::cluster::load_or_create_key(client, &config.namespace, anchor.as_ref()).await?;
     let policy = audit::CheckpointPolicy { records: config.audit_checkpoint_records };
     AuditLog::open(config.audit_log.as_deref(), &config.identity, key, anchor.as_ref(), config.audit_required, policy)
         .context("cannot open the audit log")
@@ -155,6 +155,7 @@ pub async fn run(config: Config) -> crate::error::Result<()> {
     }
     tokio::spawn(keys::watch_keys(shared.clone()));
     tokio::spawn(audit::cluster::monitor_sink(shared.clone()));
+    tokio::spawn(audit::cluster::watch_key(shared.clone()));
     tracing::info!(listen = %shared.config.listen_addr, metrics = %shared.config.metrics_addr, identity = %shared.config.identity, "gitseal-controller started");
 
     let result = lead_and_work(shared.clone(), shutdown_signal()).await;

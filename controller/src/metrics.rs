@@ -98,6 +98,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Key Secrets (sealing keys, the digest key) deleted while their key was loaded.
     pub key_secrets_deleted: Counter,
+    /// Key Secrets (sealing keys, the audit key) whose content was replaced while loaded.
+    pub key_secrets_replaced: Counter,
     /// Tasks alive on the controller's tokio runtime, sampled on every scrape (leak watch).
     pub tokio_alive_tasks: Gauge,
 }
@@ -158,6 +160,7 @@ impl Default for Metrics {
             leader: Gauge::default(),
             reconcile_errors: Family::default(),
             key_secrets_deleted: Counter::default(),
+            key_secrets_replaced: Counter::default(),
             tokio_alive_tasks: Gauge::default(),
             registry: Registry::default(),
         };
@@ -226,6 +229,11 @@ impl Default for Metrics {
             "key_secrets_deleted",
             "Key Secrets deleted while their key was loaded (kept in memory and restored)",
             m.key_secrets_deleted.clone(),
+        );
+        registry.register(
+            "key_secrets_replaced",
+            "Key Secrets replaced in place while their key was loaded (old key kept, Secret written back)",
+            m.key_secrets_replaced.clone(),
         );
         registry.register(
             "tokio_alive_tasks",

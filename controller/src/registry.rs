@@ -245,6 +245,47 @@ impl LoadedKey {
     }
 }
 
+/// How a key Secret seen again no longer holds the key loaded from it ([`replacement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// It is not a key Secret any more (labels gone, or its key does not load).
+    NotAKey,
+    /// It holds another key (or another certificate, or another age identity).
+    OtherKey(KeyId),
+}
+
+impl Replaced {
+    /// The audit reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Replaced::NotAKey => "NoLongerAKey",
+            Replaced::OtherKey(_) => "OtherKey",
+        }
+    }
+}
+
+impl std::fmt::Display for Replaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Replaced::NotAKey => f.write_str("no longer holds a loadable key"),
+            Replaced::OtherKey(id) => write!(f, "now holds another key ({id})"),
+        }
+    }
+}
+
+/// Whether a key Secret that held `loaded` still holds it: the same certificate and the same
+/// key ids (RSA and age) — its labels and annotations (state, pending backup) may change. `now`
+/// is what the Secret holds today (`None`: no key, or one that does not load). A replaced key
+/// Secret is never loaded: the key in memory stays, and the Secret is written back.
+pub fn replacement(loaded: &LoadedKey, now: Option<&LoadedKey>) -> Option<Replaced> {
+    let now = match now {
+        None => return Some(Replaced::NotAKey),
+        Some(n) => n,
+    };
+    let same = now.cert.pem() == loaded.cert.pem() && now.decryption.ids().eq(loaded.decryption.ids());
+    (!same).then(|| Replaced::OtherKey(now.id().clone()))
+}
+
 /// A key Secret the controller refuses to load (its certificate starts in the future).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedKey {
@@ -639,6 +680,29 @@ mod tests {
         ]);
         assert!(none.is_empty());
         assert_eq!(r.all().len(), 2);
+    }
+
+    #[test]
+    fn a_key_secret_holding_another_key_or_none_is_a_replacement_and_a_relabel_is_not() {
+        let (p, other) = (pair(), pair());
+        let was = loaded("k", &p, KeyState::Active);
+        assert_eq!(replacement(&was, Some(&loaded("k", &p, KeyState::Retired))), None, "a state change");
+        assert_eq!(replacement(&was, Some(&loaded("k", &p, KeyState::Active))), None);
+        assert_eq!(
+            replacement(&was, Some(&loaded("k", &other, KeyState::Active))),
+            Some(Replaced::OtherKey(other.rsa.id().clone()))
+        );
+        assert_eq!(replacement(&was, None), Some(Replaced::NotAKey));
+        // The same RSA key with another age identity: age-sealed values would stop opening.
+        let item = |pair: &KeyPair, name: &str| {
+            pair.secret_data().unwrap().into_iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_vec())
+        };
+        let other_age = item(&other, AGE_KEY).expect("generated keys carry an age identity");
+        let swapped =
+            KeyPair::from_secret_data(&item(&p, TLS_KEY).unwrap(), &item(&p, TLS_CRT).unwrap(), Some(&other_age))
+                .unwrap();
+        let swapped = LoadedKey::from_pair("k".into(), swapped, KeyState::Active).unwrap();
+        assert!(matches!(replacement(&was, Some(&swapped)), Some(Replaced::OtherKey(_))));
     }
 
     #[test]

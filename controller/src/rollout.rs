@@ -10,9 +10,19 @@
 //!
 //! # Flow
 //!
-//! [`parse_targets`] reads the annotation (pure); [`restart_all`] patches each target once,
-//! after the Secret was applied, and records an Event on the SealedSecret (and on the workload
-//! when it was restarted) and an audit record per target.
+//! [`parse_targets`] reads the annotation (pure); [`restart_all`] reads each target, checks with
+//! [`template_uses_secret`] (pure) that its pod template references the produced Secret, patches
+//! it once (with the resourceVersion it checked, so a template changed in between is not
+//! restarted), after the Secret was applied, and records an Event on the SealedSecret (and on
+//! the workload when it was restarted) and an audit record per target.
+//!
+//! # Guarantees
+//!
+//! Whoever may create a SealedSecret can write the annotation, so it must not be a way to restart
+//! workloads they could not restart themselves: a workload whose pod template does not reference
+//! the Secret (a `secret` volume, a projected `secret` source, `env[].valueFrom.secretKeyRef` or
+//! `envFrom[].secretRef` of a container or init container) is never patched, only reported
+//! (`RolloutRestartRefused`, audit reason `NotUsingSecret`).
 //!
 //! # Errors
 //!
@@ -22,7 +32,7 @@
 
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Container, ObjectReference, PodSpec, PodTemplateSpec};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::events::{Event, EventType};
@@ -127,9 +137,61 @@ pub fn parse_targets(value: &str) -> Result<Vec<Target>, String> {
     Ok(out)
 }
 
-/// The merge patch `kubectl rollout restart` would send, under gitseal's annotation.
-pub fn restart_patch(now: &str) -> serde_json::Value {
-    serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now}}}}})
+/// The merge patch `kubectl rollout restart` would send, under gitseal's annotation. With the
+/// resourceVersion the template was checked at, the API server refuses it (409) when the
+/// workload changed since.
+pub fn restart_patch(now: &str, resource_version: Option<&str>) -> serde_json::Value {
+    let mut patch =
+        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now}}}}});
+    if let Some(rv) = resource_version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": rv});
+    }
+    patch
+}
+
+/// Whether a pod template references the Secret `secret` (of its own namespace): a `secret`
+/// volume, a `secret` source of a projected volume, or `env[].valueFrom.secretKeyRef` /
+/// `envFrom[].secretRef` of a container or init container. `imagePullSecrets` do not count: the
+/// kubelet reads them at pull time, a restart changes nothing.
+pub fn template_uses_secret(template: &PodTemplateSpec, secret: &str) -> bool {
+    template.spec.as_ref().is_some_and(|spec| spec_uses_secret(spec, secret))
+}
+
+fn spec_uses_secret(spec: &PodSpec, secret: &str) -> bool {
+    let volumes = spec.volumes.iter().flatten().any(|v| {
+        v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+            || v.projected.as_ref().is_some_and(|p| {
+                p.sources.iter().flatten().any(|src| src.secret.as_ref().is_some_and(|s| s.name == secret))
+            })
+    });
+    volumes
+        || spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| container_uses_secret(c, secret))
+}
+
+fn container_uses_secret(c: &Container, secret: &str) -> bool {
+    let env = c
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()).is_some_and(|r| r.name == secret));
+    env || c.env_from.iter().flatten().any(|e| e.secret_ref.as_ref().is_some_and(|r| r.name == secret))
+}
+
+/// Why a target was not restarted: audit reason and the Event's words.
+fn refusal(e: &kube::Error, verb: &str) -> (&'static str, String) {
+    match e {
+        kube::Error::Api(ae) if ae.code == 403 => (
+            "Forbidden",
+            format!(
+                "the controller may not {verb} it: enable the chart's rolloutRestart.enabled (or grant get and patch on deployments, statefulsets, daemonsets)"
+            ),
+        ),
+        kube::Error::Api(ae) if ae.code == 404 => ("NotFound", "it does not exist in this namespace".to_string()),
+        kube::Error::Api(ae) if ae.code == 409 => {
+            ("Conflict", "it changed while it was being checked; not restarted".to_string())
+        }
+        other => ("Failed", other.to_string()),
+    }
 }
 
 /// Restart every workload the SealedSecret names (called once its changed Secret is applied).
@@ -144,16 +206,39 @@ pub async fn restart_all(shared: &Shared, ss: &SealedSecretObject, group: ApiGro
         Err(why) => {
             let note = format!("{RESTART_ON_CHANGE_ANNOTATION}: {why}; nothing restarted");
             event(shared, &reference, true, "RolloutRestartInvalid", note).await;
-            audit(shared, ss, None, AuditOutcome::Failure, Some("InvalidAnnotation"));
+            audit_invalid(shared, ss);
             return;
         }
     };
     let now = now_rfc3339();
+    let secret = ss.name_any();
     for target in targets {
         let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), &ns, &target.kind.api_resource());
-        match api.patch(&target.name, &PatchParams::default(), &Patch::Merge(restart_patch(&now))).await {
+        let current = match api.get(&target.name).await {
+            Ok(obj) => obj,
+            Err(e) => {
+                let (reason, why) = refusal(&e, "read");
+                let note = format!("cannot restart {target}: {why}");
+                event(shared, &reference, true, "RolloutRestartFailed", note).await;
+                audit(shared, ss, &target, AuditOutcome::Failure, Some(reason), None);
+                continue;
+            }
+        };
+        let template = current
+            .data
+            .pointer("/spec/template")
+            .and_then(|t| serde_json::from_value::<PodTemplateSpec>(t.clone()).ok());
+        if !template.is_some_and(|t| template_uses_secret(&t, &secret)) {
+            let why = format!("not restarted: does not use Secret {secret}");
+            let note = format!("{target} is {why} (only workloads whose pod template references it are restarted)");
+            event(shared, &reference, true, "RolloutRestartRefused", note).await;
+            audit(shared, ss, &target, AuditOutcome::Failure, Some("NotUsingSecret"), Some(why));
+            continue;
+        }
+        let patch = restart_patch(&now, current.metadata.resource_version.as_deref());
+        match api.patch(&target.name, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(obj) => {
-                let note = format!("the data of Secret {} changed: restarted {target}", ss.name_any());
+                let note = format!("the data of Secret {secret} changed: restarted {target}");
                 event(shared, &reference, false, "RolloutRestarted", note.clone()).await;
                 let workload = ObjectReference {
                     api_version: Some("apps/v1".into()),
@@ -164,20 +249,13 @@ pub async fn restart_all(shared: &Shared, ss: &SealedSecretObject, group: ApiGro
                     ..Default::default()
                 };
                 event(shared, &workload, false, "RolloutRestarted", note).await;
-                audit(shared, ss, Some(&target), AuditOutcome::Success, None);
+                audit(shared, ss, &target, AuditOutcome::Success, None, None);
             }
             Err(e) => {
-                let (reason, why) = match &e {
-                    kube::Error::Api(ae) if ae.code == 403 => (
-                        "Forbidden",
-                        "the controller may not patch it: enable the chart's rolloutRestart.enabled (or grant patch on deployments, statefulsets, daemonsets)".to_string(),
-                    ),
-                    kube::Error::Api(ae) if ae.code == 404 => ("NotFound", "it does not exist in this namespace".to_string()),
-                    other => ("Failed", other.to_string()),
-                };
+                let (reason, why) = refusal(&e, "patch");
                 let note = format!("cannot restart {target}: {why}");
                 event(shared, &reference, true, "RolloutRestartFailed", note).await;
-                audit(shared, ss, Some(&target), AuditOutcome::Failure, Some(reason));
+                audit(shared, ss, &target, AuditOutcome::Failure, Some(reason), None);
             }
         }
     }
@@ -199,14 +277,25 @@ async fn event(shared: &Shared, reference: &ObjectReference, warning: bool, reas
 fn audit(
     shared: &Shared,
     ss: &SealedSecretObject,
-    target: Option<&Target>,
+    target: &Target,
     outcome: AuditOutcome,
     reason: Option<&str>,
+    why: Option<String>,
 ) {
     let mut rec = AuditLog::record("RolloutRestart", outcome);
     rec.object = Some(object_of(ss));
     rec.reason = reason.map(str::to_string);
-    rec.message = target.map(|t| format!("restart {t}"));
+    rec.message = Some(match why {
+        Some(why) => format!("{target} {why}"),
+        None => format!("restart {target}"),
+    });
+    shared.audit.write(rec);
+}
+
+fn audit_invalid(shared: &Shared, ss: &SealedSecretObject) {
+    let mut rec = AuditLog::record("RolloutRestart", AuditOutcome::Failure);
+    rec.object = Some(object_of(ss));
+    rec.reason = Some("InvalidAnnotation".into());
     shared.audit.write(rec);
 }
 
@@ -248,7 +337,53 @@ mod tests {
 
     #[test]
     fn the_patch_sets_the_pod_template_annotation_like_kubectl_rollout_restart() {
-        let p = restart_patch("2026-01-01T00:00:00Z");
+        let p = restart_patch("2026-01-01T00:00:00Z", Some("42"));
         assert_eq!(p["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION], "2026-01-01T00:00:00Z");
+        assert_eq!(p["metadata"]["resourceVersion"], "42", "the patch is refused when the template changed since");
+        assert!(restart_patch("t", None).get("metadata").is_none());
+    }
+
+    fn template(spec: serde_json::Value) -> PodTemplateSpec {
+        serde_json::from_value(serde_json::json!({"spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn every_way_a_pod_template_can_reference_a_secret_counts() {
+        let container = |c: serde_json::Value| {
+            let mut c = c;
+            c["name"] = "c".into();
+            c
+        };
+        for spec in [
+            serde_json::json!({"containers": [{"name": "c"}], "volumes": [{"name": "v", "secret": {"secretName": "db"}}]}),
+            serde_json::json!({"containers": [{"name": "c"}], "volumes": [{"name": "v", "projected": {"sources": [
+                {"configMap": {"name": "cm"}}, {"secret": {"name": "db"}}]}}]}),
+            serde_json::json!({"containers": [container(serde_json::json!({"env": [
+                {"name": "A", "value": "x"}, {"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}))]}),
+            serde_json::json!({"containers": [container(serde_json::json!({"envFrom": [{"secretRef": {"name": "db"}}]}))]}),
+            serde_json::json!({"containers": [{"name": "c"}], "initContainers": [container(serde_json::json!({"envFrom": [{"secretRef": {"name": "db"}}]}))]}),
+            serde_json::json!({"containers": [{"name": "c"}], "initContainers": [container(serde_json::json!({"env": [
+                {"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}))]}),
+        ] {
+            assert!(template_uses_secret(&template(spec.clone()), "db"), "{spec}");
+            assert!(!template_uses_secret(&template(spec.clone()), "other"), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_template_that_does_not_reference_the_secret_does_not_count() {
+        for spec in [
+            serde_json::json!({"containers": [{"name": "c"}]}),
+            // Same name, other kinds of object: not the Secret.
+            serde_json::json!({"containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "db"}}],
+                "env": [{"name": "P", "valueFrom": {"configMapKeyRef": {"name": "db", "key": "k"}}}]}],
+                "volumes": [{"name": "v", "configMap": {"name": "db"}},
+                    {"name": "p", "projected": {"sources": [{"configMap": {"name": "db"}}]}}]}),
+            // A pull secret is read at pull time; a restart would change nothing.
+            serde_json::json!({"containers": [{"name": "c"}], "imagePullSecrets": [{"name": "db"}]}),
+        ] {
+            assert!(!template_uses_secret(&template(spec.clone()), "db"), "{spec}");
+        }
+        assert!(!template_uses_secret(&PodTemplateSpec::default(), "db"));
     }
 }

@@ -288,3 +288,121 @@ async fn without_audit_required_a_failing_sink_is_counted_and_unsealing_goes_on(
     .await??;
     Ok(())
 }
+
+/// Wait until Secret gitseal-audit-key holds `data` again.
+async fn audit_key_secret_is(
+    ns: &TestNamespace,
+    data: &Option<std::collections::BTreeMap<String, k8s_openapi::ByteString>>,
+) -> anyhow::Result<()> {
+    let secrets: kube::Api<Secret> = ns.api();
+    Ok(wait_for("the audit key Secret written back", TIMEOUT, || async {
+        let now = secrets.get_opt("gitseal-audit-key").await?;
+        Ok::<_, kube::Error>(now.filter(|s| &s.data == data).map(drop))
+    })
+    .await?)
+}
+
+async fn audited_with(g: &Gitseal, needles: &[&str]) -> anyhow::Result<String> {
+    Ok(wait_for(&format!("an audit record with {needles:?}"), TIMEOUT, || async {
+        Ok::<_, anyhow::Error>(g.audit_lines().into_iter().find(|l| needles.iter().all(|n| l.contains(n))))
+    })
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_key_secret_deleted_or_replaced_is_written_back_and_another_key_is_never_adopted()
+-> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let mut g = Gitseal::start(plane, ns.name(), &[FAST_CHECKPOINTS]).await?;
+        g.ready().await?;
+        let key = audit_key(&g).await?;
+        let secrets: kube::Api<Secret> = ns.api();
+        let original = secrets.get("gitseal-audit-key").await?.data;
+
+        // Deleted: the key in memory goes back under the same name.
+        secrets.delete("gitseal-audit-key", &Default::default()).await?;
+        audited_with(&g, &["\"action\":\"KeySecretDeleted\"", "gitseal-audit-key"]).await?;
+        audit_key_secret_is(&ns, &original).await?;
+
+        // Replaced by another Ed25519 key: not adopted, written back.
+        let (_, theirs) = gitseal_shared::audit::SigningKey::generate().map_err(|e| anyhow::anyhow!(e))?;
+        let mut swapped = secrets.get("gitseal-audit-key").await?;
+        swapped.data = Some([("ed25519.pk8".to_string(), k8s_openapi::ByteString(theirs.to_vec()))].into());
+        secrets.replace("gitseal-audit-key", &Default::default(), &swapped).await?;
+        let line = audited_with(&g, &["\"action\":\"KeySecretReplaced\"", "gitseal-audit-key"]).await?;
+        assert!(line.contains("\"reason\":\"OtherKey\""), "{line}");
+        audit_key_secret_is(&ns, &original).await?;
+        assert_eq!(audit_key(&g).await?, key, "the published key did not change");
+        assert_eq!(g.metric("gitseal_key_secrets_deleted_total").await?, 1.0);
+        assert_eq!(g.metric("gitseal_key_secrets_replaced_total").await?, 1.0);
+        let reasons = event_reasons(&ns, "gitseal-audit-key").await?;
+        assert!(
+            reasons.iter().any(|r| r == "KeySecretDeleted") && reasons.iter().any(|r| r == "KeySecretReplaced"),
+            "{reasons:?}"
+        );
+        // The whole history still verifies under the original key.
+        let cp = checkpoint_at_head(&ns, &g.audit_log).await?;
+        verify(&[&g.audit_log], &key, &cp).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        // Replaced while no controller runs: a new start refuses to sign under it.
+        drop(g);
+        secrets
+            .replace("gitseal-audit-key", &Default::default(), &{
+                let mut s = secrets.get("gitseal-audit-key").await?;
+                s.data = swapped.data.clone();
+                s
+            })
+            .await?;
+        let mut again = Gitseal::start_named(plane, ns.name(), "again", &[]).await?;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = again.process.try_status()? {
+                break status;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "a controller started under a replaced audit key");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(!status.success());
+        let log = again.process.log_tail(20);
+        assert!(log.contains("did not sign the last checkpoint"), "{log}");
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_cut_from_the_log_is_caught_because_the_default_checkpoint_follows_the_head_within_a_second()
+-> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        // Default checkpoint settings: no FAST_CHECKPOINTS here.
+        let mut g = Gitseal::start(plane, ns.name(), &[]).await?;
+        g.ready().await?;
+        let cert = g.cert().await?;
+        let key = audit_key(&g).await?;
+        for i in 0..3 {
+            apply(&ns, &cert, &format!("t{i}"), "v").await?;
+            secret_with(&ns, &format!("t{i}"), "k", "v").await?;
+        }
+        // A handful of records (far fewer than --audit-checkpoint-records) are anchored within
+        // about a second, not only after the next 100 records or 10 s.
+        let log = g.audit_log.clone();
+        let head = last_hash(&log).expect("records were written");
+        let cp = wait_for("the checkpoint to anchor the newest record", Duration::from_secs(4), || async {
+            Ok::<_, anyhow::Error>(checkpoint(&ns).await?.filter(|c| c.hash == head))
+        })
+        .await?;
+        verify(&[&log], &key, &cp).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Someone who can edit the log cuts its newest records: the anchored head is missing.
+        let cut = tampered(&log, "tail", |l| l.truncate(l.len() - 3));
+        let e = verify(&[&cut], &key, &cp).unwrap_err();
+        assert!(e.problem.contains("truncated") && e.problem.contains("records are missing"), "{e}");
+        assert_eq!(e.trusted_up_to, Some(cp.seq - 3), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Who owns a Secret, and which keys the controller trusts: a SealedSecret of the other API
 //! group cannot take over a Secret, an edit that recomputes an unkeyed digest is still drift,
-//! a revoked key stays revoked after its Secret is deleted and restored, and a key planted with
-//! a future NotBefore is never served.
+//! a revoked key stays revoked after its Secret is deleted and restored, a key planted with
+//! a future NotBefore is never served, and a key Secret replaced in place keeps its key.
 
 use std::collections::BTreeMap;
 
@@ -262,6 +262,70 @@ async fn a_future_dated_key_is_refused_and_a_gitseal_labelled_key_loads_in_compa
             assert_eq!(g.cert().await?.key_id(), ours.cert.key_id(), "/v1/cert.pem never serves the planted key");
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
+        g.process.check_running()?;
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_secret_replaced_in_place_keeps_its_key_and_is_written_back() -> anyhow::Result<()> {
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let mut g = Gitseal::start(plane, ns.name(), &["--key-renew-period=0"]).await?;
+        g.ready().await?;
+        let first = g.cert().await?;
+        let client = ns.client();
+        let secrets: Api<Secret> = ns.api();
+        let list = secrets.list(&kube::api::ListParams::default().labels("gitseal.dev/key=active")).await?;
+        let original = list.items.into_iter().next().expect("the key Secret");
+        let name = original.metadata.name.clone().unwrap();
+        let original_data = original.data.clone().unwrap();
+
+        // Someone who can write Secrets in the controller namespace swaps in their own key.
+        let theirs = gitseal_keys::generate_key_pair(
+            gitseal_keys::RsaBits::Rsa2048,
+            "",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(30),
+        )?;
+        let mut swapped = secrets.get(&name).await?;
+        swapped.data = key_secret(&name, &theirs, &[]).data;
+        secrets.replace(&name, &PostParams::default(), &swapped).await?;
+        let line = audited(&g, "KeySecretReplaced").await?;
+        assert!(line.contains("\"reason\":\"OtherKey\"") && line.contains(&first.key_id().to_string()), "{line}");
+        wait_for("the key Secret written back", TIMEOUT, || async {
+            Ok::<_, anyhow::Error>((data_of(&ns, &name).await? == original_data).then_some(()))
+        })
+        .await?;
+        audited(&g, "KeyRestored").await?;
+        // The old key still seals and unseals; the planted one was never loaded.
+        assert_eq!(g.cert().await?.key_id(), first.key_id());
+        gitseal_tests::apply_json(&client, seal(&first, ns.name(), "after", &[("k", "v")], ApiGroup::Gitseal)).await?;
+        secret_with(&ns, "after", "k", "v").await?;
+        assert_eq!(g.metric("gitseal_keys{state=\"active\"}").await?, 1.0);
+
+        // Garbage in place of the key: not a key any more, written back the same way.
+        let garbage = json!({"data": {"tls.key": gitseal_shared::value::encode_base64(b"not a key")}});
+        secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&garbage)).await?;
+        let refused = wait_for("a second KeySecretReplaced", TIMEOUT, || async {
+            let lines = g.audit_lines();
+            Ok::<_, anyhow::Error>(lines.into_iter().find(|l| l.contains("\"reason\":\"NoLongerAKey\"")))
+        })
+        .await?;
+        assert!(refused.contains("\"action\":\"KeySecretReplaced\""), "{refused}");
+        wait_for("the key Secret written back again", TIMEOUT, || async {
+            Ok::<_, anyhow::Error>((data_of(&ns, &name).await? == original_data).then_some(()))
+        })
+        .await?;
+        assert_eq!(g.metric("gitseal_key_secrets_replaced_total").await?, 2.0);
+        let reasons = wait_for("the KeySecretRestored Event", TIMEOUT, || async {
+            let reasons = event_reasons(&ns, &name).await?;
+            Ok::<_, anyhow::Error>(reasons.iter().any(|r| r == "KeySecretRestored").then_some(reasons))
+        })
+        .await?;
+        assert!(reasons.iter().any(|r| r == "KeySecretReplaced"), "{reasons:?}");
         g.process.check_running()?;
         anyhow::Ok(())
     })

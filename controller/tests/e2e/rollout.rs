@@ -1,6 +1,7 @@
 //! `gitseal.dev/restart-on-change` (issue 12): a change of the unsealed data restarts the named
 //! workloads once; a re-encryption, a resync or a controller restart never does; a workload the
-//! controller may not patch is reported, not retried. The restart is counted by the
+//! controller may not patch is reported, not retried; a workload whose pod template does not use
+//! the Secret is never restarted (the annotation is no way around RBAC on workloads). The restart is counted by the
 //! Deployment's generation (each pod-template change moves it by one).
 
 use std::time::Duration;
@@ -16,12 +17,17 @@ use crate::fixture::{Gitseal, TIMEOUT, event_reasons, seal, secret_with, synced}
 const RESTARTED_AT: &str = "gitseal.dev/restartedAt";
 
 fn annotated(mut ss: Value) -> Value {
-    ss["metadata"]["annotations"]["gitseal.dev/restart-on-change"] = json!("deployment/api, statefulset/db");
+    ss["metadata"]["annotations"]["gitseal.dev/restart-on-change"] =
+        json!("deployment/api, statefulset/db, deployment/other");
     ss
 }
 
 async fn restarted_at(api: &Api<Deployment>) -> anyhow::Result<Option<String>> {
-    let d = api.get("api").await?;
+    restarted_at_of(api, "api").await
+}
+
+async fn restarted_at_of(api: &Api<Deployment>, name: &str) -> anyhow::Result<Option<String>> {
+    let d = api.get(name).await?;
     Ok(d.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).and_then(|a| a.get(RESTARTED_AT).cloned()))
 }
 
@@ -48,7 +54,7 @@ async fn a_data_change_restarts_named_workloads_once_and_a_reseal_resync_or_rest
             &client,
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": "rollout-restart", "namespace": n},
-            "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"]}]}),
+            "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]}]}),
         )
         .await?;
         apply_json(
@@ -67,6 +73,19 @@ async fn a_data_change_restarts_named_workloads_once_and_a_reseal_resync_or_rest
                 "template": {"metadata": {"labels": {"app": "api"}},
                     "spec": {"containers": [{"name": "api", "image": "registry.invalid/api:1",
                         "envFrom": [{"secretRef": {"name": "db"}}]}]}}}}),
+        )
+        .await?;
+        // Named in the annotation, patchable, but its pod template does not use the Secret: a
+        // tenant who may create SealedSecrets must not restart it.
+        apply_json(
+            &client,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "other", "namespace": n},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}},
+                "template": {"metadata": {"labels": {"app": "other"}},
+                    "spec": {"containers": [{"name": "other", "image": "registry.invalid/other:1",
+                        "envFrom": [{"configMapRef": {"name": "db"}}]}],
+                        "volumes": [{"name": "s", "secret": {"secretName": "db-other"}}]}}}}),
         )
         .await?;
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
@@ -89,12 +108,26 @@ async fn a_data_change_restarts_named_workloads_once_and_a_reseal_resync_or_rest
         // The pod template changed once: the Deployment's generation moved by exactly one (the
         // harness runs no deployment controller, so no ReplicaSet rolls; the API server counts).
         assert_eq!(generation(&deployments).await?, 2);
+        // The three targets are handled in order; the last one's audit record ends the round.
+        let audit = wait_for("the audit record for deployment/other", TIMEOUT, || async {
+            let audit = g.audit_lines();
+            anyhow::Ok(audit.iter().any(|l| l.contains("NotUsingSecret")).then_some(audit))
+        })
+        .await?;
         let reasons = event_reasons(&ns, "db").await?;
         assert!(reasons.iter().any(|r| r == "RolloutRestarted"), "{reasons:?}");
         assert!(reasons.iter().any(|r| r == "RolloutRestartFailed"), "statefulset/db is not patchable: {reasons:?}");
-        let audit = g.audit_lines();
         assert_eq!(restarts_in(&audit), 1, "{audit:#?}");
         assert!(audit.iter().any(|l| l.contains("\"action\":\"RolloutRestart\"") && l.contains("Forbidden")));
+        // deployment/other does not use Secret db: refused, reported, never patched.
+        assert!(reasons.iter().any(|r| r == "RolloutRestartRefused"), "{reasons:?}");
+        assert!(
+            audit.iter().any(|l| l.contains("NotUsingSecret")
+                && l.contains("deployment/other not restarted: does not use Secret db")),
+            "{audit:#?}"
+        );
+        assert_eq!(restarted_at_of(&deployments, "other").await?, None);
+        assert_eq!(deployments.get("other").await?.metadata.generation, Some(1));
 
         // The same value sealed again (new ciphertext, as a re-encryption for a new key gives).
         apply_json(&client, annotated(seal(&cert, n, "db", &[("password", "two")], ApiGroup::Gitseal))).await?;

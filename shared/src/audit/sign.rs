@@ -34,6 +34,13 @@ impl SigningKey {
             .map_err(|_| "not an Ed25519 private key (PKCS#8)")
     }
 
+    /// The PKCS#8 (v2) encoding, to write the key's Secret back after it was deleted or
+    /// replaced. Wiped on drop.
+    pub fn to_pkcs8(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, &'static str> {
+        let doc = self.0.to_pkcs8().map_err(|_| "cannot encode the Ed25519 key")?;
+        Ok(zeroize::Zeroizing::new(doc.as_ref().to_vec()))
+    }
+
     pub fn public_key(&self) -> PublicKey {
         let mut k = [0u8; 32];
         k.copy_from_slice(self.0.public_key().as_ref());

@@ -189,6 +189,13 @@ fn the_public_key_round_trips_through_pem() {
     assert!(format!("{k:?}") == "SigningKey");
 }
 
+#[test]
+fn a_loaded_signing_key_exports_the_same_key_for_writing_back() {
+    let (k, _) = SigningKey::generate().unwrap();
+    let again = SigningKey::from_pkcs8(&k.to_pkcs8().unwrap()).unwrap();
+    assert_eq!(again.public_key(), k.public_key());
+}
+
 // --- fuzzing (issue #9 item 10, audit part): fixed seed in the normal run; a long run with
 // PROPTEST_CASES=100000 cargo test -p gitseal-shared --lib audit::tests::fuzz
 

@@ -253,7 +253,10 @@ fn check_checkpoint(
             } else {
                 Err(whole(
                     Some(below),
-                    format!("truncated: the log ends at seq {below}, but {at} anchors seq {}", cp.seq),
+                    format!(
+                        "truncated: the log ends at seq {below}, but {at} anchors seq {}: records are missing from its end (a log captured before {} must be captured again)",
+                        cp.seq, cp.time
+                    ),
                 ))
             }
         }

@@ -72,12 +72,15 @@ pub fn run(cfg: &ClusterConfig, file: &Path, identities: &[PathBuf], dry_run: bo
 /// `gitseal.dev/key` values of the Secrets a backup carries besides keys.
 pub const DIGEST_KEY_LABEL_VALUE: &str = "digest-key";
 pub const REVOCATION_LIST_LABEL_VALUE: &str = "revocation-list";
+/// [`BackupExtra::label`] of the audit signing key (its Secret carries `gitseal.dev/audit-key`).
+pub const AUDIT_KEY_EXTRA: &str = "audit-key";
+const AUDIT_KEY_LABEL: &str = "gitseal.dev/audit-key";
 /// The revocation list's name and item (as the controller writes them).
 const REVOCATION_LIST_SECRET: &str = "gitseal-revoked-keys";
 const REVOCATION_LIST_ITEM: &str = "key-ids";
 
-/// A Secret of the backup that is not a key: the controller's digest key or its revocation
-/// list. `Debug` shows its name only.
+/// A Secret of the backup that is not a sealing key: the controller's digest key, its
+/// revocation list or its audit signing key. `Debug` shows its name only.
 pub struct BackupExtra {
     pub name: String,
     pub label: String,
@@ -91,6 +94,9 @@ impl std::fmt::Debug for BackupExtra {
 }
 
 fn extra_label(doc: &Value) -> Option<&str> {
+    if doc["metadata"]["labels"][AUDIT_KEY_LABEL].is_string() {
+        return Some(AUDIT_KEY_EXTRA);
+    }
     doc["metadata"]["labels"][GITSEAL_KEY_LABEL]
         .as_str()
         .filter(|l| [DIGEST_KEY_LABEL_VALUE, REVOCATION_LIST_LABEL_VALUE].contains(l))
@@ -121,8 +127,10 @@ pub fn parse_extras(text: &str) -> Result<Vec<BackupExtra>> {
     Ok(extras)
 }
 
-/// Restore the digest key when the cluster has none, and merge the revocation list into the
-/// cluster's (a list only grows: restoring an old backup never un-revokes a key).
+/// Restore the digest key and the audit key when the cluster has none, and merge the revocation
+/// list into the cluster's (a list only grows: restoring an old backup never un-revokes a key).
+/// A controller refuses to start while a checkpoint names a history its audit key did not sign,
+/// so the audit key comes back before the controller does.
 async fn restore_extras(cfg: &ClusterConfig, extras: &[BackupExtra], dry_run: bool) -> Result<()> {
     if extras.is_empty() {
         return Ok(());
@@ -138,7 +146,11 @@ async fn restore_extras(cfg: &ClusterConfig, extras: &[BackupExtra], dry_run: bo
             metadata: ObjectMeta {
                 name: Some(extra.name.clone()),
                 namespace: Some(ns.clone()),
-                labels: Some([(GITSEAL_KEY_LABEL.to_string(), extra.label.clone())].into()),
+                labels: Some(if extra.label == AUDIT_KEY_EXTRA {
+                    [(AUDIT_KEY_LABEL.to_string(), "true".to_string())].into()
+                } else {
+                    [(GITSEAL_KEY_LABEL.to_string(), extra.label.clone())].into()
+                }),
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
@@ -152,7 +164,8 @@ async fn restore_extras(cfg: &ClusterConfig, extras: &[BackupExtra], dry_run: bo
                     cluster.fail(&format!("merging the revocation list {ns}/{REVOCATION_LIST_SECRET}"), e)
                 })?;
             }
-            // The cluster's digest key stays: it matches the digests on today's Secrets.
+            // The cluster's digest key stays: it matches the digests on today's Secrets. So does
+            // its audit key: a running controller writes back the one it signs with.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(cluster.fail(&format!("creating Secret {ns}/{}", extra.name), e)),
         }
@@ -247,14 +260,9 @@ pub fn parse_keys(text: &str) -> Result<Vec<BackupKey>> {
             bail!("the backup holds a {} besides key Secrets: was it written by gitseal keys backup?", doc.kind());
         }
         if extra_label(&doc.value).is_some() {
-            continue; // the digest key or the revocation list: see parse_extras
+            continue; // the digest key, the revocation list or the audit key: see parse_extras
         }
         let meta = &doc.value["metadata"];
-        // The audit signing key travels in backups too; it is restored with kubectl when a
-        // cluster is rebuilt, never mixed into the sealing keys.
-        if meta["labels"]["gitseal.dev/audit-key"].is_string() {
-            continue;
-        }
         let name = meta["name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -458,20 +466,23 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_key_and_revocation_list_ride_along_but_are_not_keys() {
+    fn the_digest_key_revocation_list_and_audit_key_ride_along_but_are_not_sealing_keys() {
         let mut list: Value = serde_json::from_str(&backup_text(Some("active"))).unwrap();
         let items = list["items"].as_array_mut().unwrap();
         items.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gitseal-digest-key",
             "labels": {GITSEAL_KEY_LABEL: DIGEST_KEY_LABEL_VALUE}}, "data": {"digest.key": "AAAA"}}));
         items.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gitseal-revoked-keys",
             "labels": {GITSEAL_KEY_LABEL: REVOCATION_LIST_LABEL_VALUE}}, "data": {"key-ids": "U0hBMjU2Olg="}}));
+        items.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gitseal-audit-key",
+            "labels": {AUDIT_KEY_LABEL: "true"}}, "data": {"ed25519.pk8": "AAAA"}}));
         let text = serde_json::to_string(&list).unwrap();
         assert_eq!(parse_keys(&text).unwrap().len(), 1);
         let extras = parse_extras(&text).unwrap();
         assert_eq!(
             extras.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-            ["gitseal-digest-key", "gitseal-revoked-keys"]
+            ["gitseal-digest-key", "gitseal-revoked-keys", "gitseal-audit-key"]
         );
+        assert_eq!(extras[2].label, AUDIT_KEY_EXTRA, "the audit key is restored too");
         assert!(!format!("{:?}", extras[0]).contains("AAAA"));
     }
 }
