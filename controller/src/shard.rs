@@ -15,10 +15,18 @@
 //!   at once.
 //! - Key renewal, the digest key and audit checkpoints stay with ONE replica: the holder of the
 //!   leader Lease (`--lease-name`), independent of the shards it holds.
+//! - Just before a Secret is applied, the replica checks again that it holds the shard with at
+//!   least [`Shards::margin`] (one renew interval) before its deadline, so an apply starts only
+//!   with two renew intervals to spare before anyone else could take the shard; otherwise the
+//!   Secret is left to the next holder ([`Fence`], `gitseal_shard_fenced_total`). A started apply
+//!   runs to its audit record and status even if the shard is lost meanwhile (it is shielded
+//!   from the abandonment), and the shard's Lease is not released before it ends.
 //! - Gaining a shard requeues its objects (a scan of the local cache).
 //!
 //! `--shards 1` (the default) is today's single-leader mode, untouched.
 
+#[cfg(test)]
+mod fence_tests;
 pub mod manager;
 pub mod plan;
 
@@ -66,6 +74,8 @@ pub struct ShardMetrics {
     pub owned: Family<ShardLabels, Gauge>,
     pub reconciles: Family<ShardLabels, Counter>,
     pub transitions: Family<TransitionLabels, Counter>,
+    /// Secret applies refused because the shard's hold ended too soon ([`Fence`]).
+    pub fenced: Family<ShardLabels, Counter>,
 }
 
 fn label(shard: u16) -> &'static str {
@@ -96,6 +106,8 @@ pub struct Shards {
     pub metrics: ShardMetrics,
     /// Bumped whenever a shard is gained: the controllers requeue their cached objects.
     gained: watch::Sender<u64>,
+    /// How long before its deadline a held shard stops taking Secret applies.
+    pub margin: Duration,
 }
 
 impl Shards {
@@ -118,7 +130,12 @@ impl Shards {
                 "Shards gained, released or lost by this replica",
                 shards.metrics.transitions.clone(),
             );
-            Arc::new(shards)
+            registry.register(
+                "shard_fenced",
+                "Secret applies not made because this replica's hold on the shard ended too soon",
+                shards.metrics.fenced.clone(),
+            );
+            Arc::new(shards.with_margin(config.lease_duration / 3))
         })
     }
 
@@ -128,11 +145,18 @@ impl Shards {
         for i in 0..count {
             metrics.owned.get_or_create(&ShardLabels { shard: label(i) }).set(0);
             let _ = metrics.reconciles.get_or_create(&ShardLabels { shard: label(i) });
+            let _ = metrics.fenced.get_or_create(&ShardLabels { shard: label(i) });
         }
         let slots = (0..count)
             .map(|_| Slot { own: watch::channel(Own::default()).0, in_flight: Arc::new(RwLock::new(())) })
             .collect();
-        Shards { count, slots, metrics, gained: watch::channel(0).0 }
+        Shards { count, slots, metrics, gained: watch::channel(0).0, margin: Duration::ZERO }
+    }
+
+    /// Secret applies need `margin` left before a shard's deadline (the manager's renew interval).
+    pub fn with_margin(mut self, margin: Duration) -> Shards {
+        self.margin = margin;
+        self
     }
 
     /// A stream that ticks whenever a shard is gained (for `reconcile_all_on`).
@@ -148,7 +172,7 @@ impl Shards {
         let guard = slot.in_flight.clone().read_owned().await;
         let own = *slot.own.borrow();
         let live = own.accept && own.deadline.is_some_and(|d| d > Instant::now());
-        live.then(|| Running { _guard: guard, own: slot.own.subscribe() })
+        live.then(|| Running { guard: Arc::new(guard), own: slot.own.subscribe() })
     }
 
     /// Now acting on `shard` until `deadline`, or extended to it. A renewal after the deadline
@@ -208,11 +232,39 @@ impl Shards {
 
 /// A reconcile in progress on a held shard.
 struct Running {
-    _guard: OwnedRwLockReadGuard<()>,
+    /// Shared with the [`Fence`] of its Secret apply, which may outlive the reconcile.
+    guard: Arc<OwnedRwLockReadGuard<()>>,
     own: watch::Receiver<Own>,
 }
 
+/// The last check before a Secret is applied for an object of `shard`: this replica still acts
+/// on the shard until at least [`Shards::margin`] from now. While an apply (and its audit record
+/// and status) runs, the fence holds the shard's in-flight guard, so the shard is not released
+/// under it.
+#[derive(Debug)]
+pub struct Fence {
+    shards: Arc<Shards>,
+    shard: u16,
+    _guard: Arc<OwnedRwLockReadGuard<()>>,
+}
+
+impl crate::reconcile::ApplyFence for Fence {
+    fn may_apply(&self) -> bool {
+        let Some(slot) = self.shards.slots.get(usize::from(self.shard)) else { return false };
+        let deadline = slot.own.borrow().deadline;
+        let ok = deadline.is_some_and(|d| d > Instant::now() + self.shards.margin);
+        if !ok {
+            self.shards.metrics.fenced.get_or_create(&ShardLabels { shard: label(self.shard) }).inc();
+        }
+        ok
+    }
+}
+
 impl Running {
+    fn fence(&self, shards: Arc<Shards>, shard: u16) -> Arc<dyn crate::reconcile::ApplyFence> {
+        Arc::new(Fence { shards, shard, _guard: self.guard.clone() })
+    }
+
     /// Drive `work` while the shard is ours; `None` when it had to be abandoned (deadline
     /// passed, or the shard was lost).
     async fn guard<F: std::future::Future>(mut self, work: F) -> Option<F::Output> {
@@ -255,7 +307,8 @@ pub async fn reconcile_for(
     };
     shards.metrics.reconciles.get_or_create(&ShardLabels { shard: label(shard) }).inc();
     let object = format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any());
-    match running.guard(crate::reconcile::reconcile_for(ss, shared)).await {
+    let fence = running.fence(shards.clone(), shard);
+    match running.guard(crate::reconcile::reconcile_fenced(ss, shared, Some(fence))).await {
         Some(result) => result,
         None => {
             tracing::warn!(object, shard, "shard lost while reconciling: abandoned (its holder reconciles it again)");
