@@ -405,9 +405,14 @@ async fn sort_into_lanes(
 ) -> Result<Action, Error> {
     let key = (ss.namespace().unwrap_or_default(), ss.name_any());
     let object = format!("{}/{}", key.0, key.1);
-    if ss.metadata.deletion_timestamp.is_none() && crate::lanes::is_unchanged(&ss) {
-        lanes.defer(key);
-        return Ok(Action::await_change());
+    match crate::lanes::lane_for(&ss, shared.shards.as_deref()) {
+        // Another replica's shard (a gain requeues it here).
+        crate::lanes::Lane::Elsewhere => return Ok(Action::await_change()),
+        crate::lanes::Lane::Resync => {
+            lanes.defer(key);
+            return Ok(Action::await_change());
+        }
+        crate::lanes::Lane::Urgent => {}
     }
     let Some(_running) = lanes.start_urgent(key) else {
         // The resync lane is on it right now; look again in a moment.

@@ -21,7 +21,9 @@
 //!   Secret is left to the next holder ([`Fence`], `gitseal_shard_fenced_total`). A started apply
 //!   runs to its audit record and status even if the shard is lost meanwhile (it is shielded
 //!   from the abandonment), and the shard's Lease is not released before it ends.
-//! - Gaining a shard requeues its objects (a scan of the local cache).
+//! - Gaining a shard requeues its objects (a scan of the local cache): those whose status covers
+//!   their generation go to the resync lane ([`crate::lanes`]), behind new and changed objects,
+//!   and objects of shards held elsewhere are dropped before any lane.
 //!
 //! `--shards 1` (the default) is today's single-leader mode, untouched.
 
@@ -178,7 +180,7 @@ impl Shards {
     /// Now acting on `shard` until `deadline`, or extended to it. A renewal after the deadline
     /// had passed (work was skipped or abandoned meanwhile) counts as a gain, so the shard's
     /// objects are requeued.
-    fn hold(&self, shard: u16, deadline: Instant) -> bool {
+    pub(crate) fn hold(&self, shard: u16, deadline: Instant) -> bool {
         let Some(slot) = self.slots.get(usize::from(shard)) else { return false };
         let before = *slot.own.borrow();
         let was = before.accept && before.deadline.is_some_and(|d| d > Instant::now());
@@ -222,6 +224,13 @@ impl Shards {
 
     fn transition(&self, shard: u16, change: &'static str) {
         self.metrics.transitions.get_or_create(&TransitionLabels { shard: label(shard), change }).inc();
+    }
+
+    /// Whether this replica may start reconciling `namespace/name` now (it holds its shard).
+    pub fn acts_on(&self, namespace: &str, name: &str) -> bool {
+        let Some(slot) = self.slots.get(usize::from(plan::shard_of(namespace, name, self.count))) else { return false };
+        let own = *slot.own.borrow();
+        own.accept && own.deadline.is_some_and(|d| d > Instant::now())
     }
 
     /// Shards whose slot says this replica acts on them now.
