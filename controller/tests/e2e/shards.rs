@@ -95,6 +95,25 @@ async fn three_replicas_share_the_shards_and_the_survivors_take_a_killed_ones_wi
             assert!(started > 0.0, "a replica reconciled nothing");
         }
 
+        // The dashboard and the chart's alerts use only shard metrics a sharded replica exports.
+        let (_, body) = gitseal_tests::http_get(&a.metrics).await?;
+        let exported = String::from_utf8(body)?;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["deploy/dashboards/gitseal.json", "deploy/helm/gitseal/templates/prometheusrule.yaml"] {
+            let text = std::fs::read_to_string(root.join(file))?;
+            let used: std::collections::BTreeSet<&str> = text
+                .match_indices("gitseal_shard_")
+                .map(|(i, _)| {
+                    let rest = &text[i..];
+                    &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+                })
+                .collect();
+            assert!(!used.is_empty(), "{file} shows no shard metric");
+            for m in used {
+                assert!(exported.lines().any(|l| l.starts_with(m)), "{file} uses {m}, which is not exported");
+            }
+        }
+
         // Kill b (not the leader: a started first) without letting it release its Leases.
         assert_eq!(b.metric("gitseal_leader").await?, 0.0);
         let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
