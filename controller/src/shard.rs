@@ -16,8 +16,8 @@
 //! - Key renewal, the digest key and audit checkpoints stay with ONE replica: the holder of the
 //!   leader Lease (`--lease-name`), independent of the shards it holds.
 //! - Just before a Secret is applied, the replica checks again that it holds the shard with at
-//!   least [`Shards::margin`] (one renew interval) before its deadline, so an apply starts only
-//!   with two renew intervals to spare before anyone else could take the shard; otherwise the
+//!   least [`Shards::margin`] (half a renew interval) before its deadline, so an apply starts
+//!   only with 1.5 renew intervals to spare before anyone else could take the shard; otherwise the
 //!   Secret is left to the next holder ([`Fence`], `gitseal_shard_fenced_total`). A started apply
 //!   runs to its audit record and status even if the shard is lost meanwhile (it is shielded
 //!   from the abandonment), and the shard's Lease is not released before it ends.
@@ -137,7 +137,10 @@ impl Shards {
                 "Secret applies not made because this replica's hold on the shard ended too soon",
                 shards.metrics.fenced.clone(),
             );
-            Arc::new(shards.with_margin(config.lease_duration / 3))
+            // Half a renew interval: a renewal that lands a little late (a round of 64 Leases
+            // takes a while) does not stop applies, and an apply still starts one and a half
+            // renew intervals before anyone else could take the shard.
+            Arc::new(shards.with_margin(config.lease_duration / 6))
         })
     }
 

@@ -32,7 +32,7 @@ struct Setup {
     audit: Lines,
 }
 
-/// One replica with `--shards 2` (lease 3 s: margin 1 s) and a SealedSecret `app/db` to unseal.
+/// One replica with `--shards 2` (lease 3 s: margin 0.5 s) and a SealedSecret `app/db` to unseal.
 fn setup() -> Setup {
     let (service, api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
@@ -49,7 +49,7 @@ fn setup() -> Setup {
     ss.metadata.uid = Some("uid-1".into());
     ss.metadata.generation = Some(1);
     let shards = shared.shards.clone().expect("sharded");
-    assert_eq!(shards.margin, Duration::from_secs(1));
+    assert_eq!(shards.margin, Duration::from_millis(500));
     let shard = plan::shard_of("app", "db", shards.count);
     Setup { shared, shards, shard, ss: Arc::new(ss), api, audit }
 }
@@ -142,7 +142,7 @@ async fn a_shard_is_not_released_while_an_apply_of_it_runs() {
 async fn no_secret_is_applied_with_less_than_the_margin_left_on_the_shard() {
     let Setup { shared, shards, shard, ss, mut api, audit } = setup();
     // Held, but only half a margin before this replica must stop.
-    shards.hold(shard, Instant::now() + Duration::from_millis(500));
+    shards.hold(shard, Instant::now() + Duration::from_millis(250));
     let reconcile = tokio::spawn(super::reconcile_for(ss, shared.clone()));
     answer(expect(&mut api, Method::GET, SECRET).await, 404, not_found());
     let result = tokio::time::timeout(Duration::from_secs(2), reconcile).await.expect("done").expect("task");

@@ -180,6 +180,13 @@ async fn three_replicas_share_the_shards_and_the_survivors_take_a_killed_ones_wi
         let counts = unseals(&[&a, &b, &c]);
         assert_eq!(counts.len(), 2 * OBJECTS, "{counts:?}");
         assert!(counts.values().all(|n| *n == 1), "unsealed more than once: {counts:?}");
+        let mut fenced = 0.0;
+        for g in [&a, &c] {
+            for i in 0..SHARDS {
+                fenced += g.metric(&format!("gitseal_shard_fenced_total{{shard=\"{i}\"}}")).await?;
+            }
+        }
+        println!("Secret applies fenced on the survivors: {fenced}");
         a.process.check_running()?;
         c.process.check_running()?;
         anyhow::Ok(())
