@@ -40,6 +40,32 @@ pub fn is_unchanged(ss: &SealedSecretObject) -> bool {
         .is_some_and(|s| s.observed_generation.is_some() && s.observed_generation == ss.metadata.generation)
 }
 
+/// Where the controller's reconcile sends an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// With `--shards`: an object of a shard this replica does not hold. Its holder reconciles
+    /// it; gaining the shard requeues it here.
+    Elsewhere,
+    /// Unchanged ([`is_unchanged`]): the resync lane.
+    Resync,
+    /// Created, changed, never synced or being deleted: now.
+    Urgent,
+}
+
+/// The lane of `ss` on this replica (`shards`: the shards it holds, with `--shards`). Gaining a
+/// shard requeues every cached object: those of other shards go nowhere, the unchanged ones of
+/// the gained shard to the resync lane, so a rebalance does not hold up new objects.
+pub fn lane_for(ss: &SealedSecretObject, shards: Option<&crate::shard::Shards>) -> Lane {
+    use kube::ResourceExt as _;
+    if shards.is_some_and(|s| !s.acts_on(&ss.namespace().unwrap_or_default(), &ss.name_any())) {
+        return Lane::Elsewhere;
+    }
+    if ss.metadata.deletion_timestamp.is_none() && is_unchanged(ss) {
+        return Lane::Resync;
+    }
+    Lane::Urgent
+}
+
 /// `namespace/name` of an object in a lane.
 pub type Key = (String, String);
 
@@ -181,6 +207,45 @@ mod tests {
         assert!(!is_unchanged(&ss), "changed since");
         ss.status.as_mut().unwrap().observed_generation = Some(2);
         assert!(is_unchanged(&ss));
+    }
+
+    #[test]
+    fn after_a_gain_only_the_held_shards_objects_enter_a_lane_and_unchanged_ones_wait_in_the_resync_lane() {
+        use crate::shard::{Shards, plan};
+        let shards = Shards::new(6);
+        assert!(shards.hold(2, tokio::time::Instant::now() + Duration::from_secs(60)));
+        let object = |i: usize, synced: bool| -> SealedSecretObject {
+            let mut v = serde_json::json!({
+                "apiVersion": "gitseal.dev/v1", "kind": "SealedSecret",
+                "metadata": {"name": format!("o{i}"), "namespace": "ns", "generation": 3},
+                "spec": {"encryptedData": {}}
+            });
+            if synced {
+                v["status"] = serde_json::json!({"observedGeneration": 3});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        // 600 cached objects, all synced before the gain, and 60 new ones.
+        let (mut lanes, mut ours) = ([0usize; 3], 0);
+        for i in 0..660 {
+            let ss = object(i, i < 600);
+            let mine = plan::shard_of("ns", &format!("o{i}"), 6) == 2;
+            ours += usize::from(mine);
+            let lane = lane_for(&ss, Some(&shards));
+            let want = match (mine, i < 600) {
+                (false, _) => Lane::Elsewhere,
+                (true, true) => Lane::Resync,
+                (true, false) => Lane::Urgent,
+            };
+            assert_eq!(lane, want, "o{i}");
+            lanes[lane as usize] += 1;
+        }
+        println!("lanes after gaining 1 of 6 shards: elsewhere/resync/urgent = {lanes:?}");
+        assert!((70..=150).contains(&ours), "about a sixth: {ours}");
+        assert_eq!(lanes[1] + lanes[2], ours);
+        // Without shards nothing is elsewhere; a changed object is urgent.
+        assert_eq!(lane_for(&object(0, true), None), Lane::Resync);
+        assert_eq!(lane_for(&object(0, false), None), Lane::Urgent);
     }
 
     #[tokio::test]

@@ -62,9 +62,25 @@ pub async fn reconcile(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Resu
     Ok(reconcile_for(ss, shared).await?.map_or_else(Action::await_change, Action::requeue))
 }
 
+/// Asked just before a Secret is applied (with `--shards`: whether this replica still holds the
+/// object's shard with time to spare, see [`crate::shard::Fence`]); kept alive until the apply's
+/// audit record and status are written.
+pub trait ApplyFence: Send + Sync {
+    fn may_apply(&self) -> bool;
+}
+
 /// [`reconcile`], saying when to run again (`None`: on the next change). `ss` may be a trimmed
 /// cached object ([`crate::trim`]): the whole object is read only when its values must be opened.
 pub async fn reconcile_for(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> Result<Option<Duration>, Error> {
+    reconcile_fenced(ss, shared, None).await
+}
+
+/// [`reconcile_for`], applying a Secret only if `fence` allows it at that moment.
+pub async fn reconcile_fenced(
+    ss: Arc<SealedSecretObject>,
+    shared: Arc<Shared>,
+    fence: Option<Arc<dyn ApplyFence>>,
+) -> Result<Option<Duration>, Error> {
     if ss.metadata.deletion_timestamp.is_some() {
         // The Secret goes with it through its owner reference.
         return Ok(None);
@@ -98,7 +114,7 @@ pub async fn reconcile_for(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> 
     };
     if let Some(decision) = crate::decide::without_keys(&inputs) {
         // In sync, or not ours: no key, no ciphertext needed.
-        return act(&shared, &ss, group, &secrets, decision).await;
+        return act_shielded(shared.clone(), ss, group, secrets, decision, fence).await;
     }
     let ss = match crate::trim::cached_digest(&ss) {
         None => ss,
@@ -141,20 +157,46 @@ pub async fn reconcile_for(ss: Arc<SealedSecretObject>, shared: Arc<Shared>) -> 
     if spent > 0 && !decision.key_ids.is_empty() {
         shared.registry.note_opened(&decision.key_ids);
     }
-    act(&shared, &ss, group, &secrets, decision).await
+    act_shielded(shared.clone(), ss, group, secrets, decision, fence).await
 }
 
-/// Apply a decision: the Secret, then metrics, audit, Event and status.
+/// [`act`] on a task of its own: a reconcile abandoned mid-way (its shard lost, the leader Lease
+/// lost) cannot cut "apply the Secret, audit it, report it" in two, so every Secret applied
+/// has its audit record.
+async fn act_shielded(
+    shared: Arc<Shared>,
+    ss: Arc<SealedSecretObject>,
+    group: ApiGroup,
+    secrets: Api<Secret>,
+    decision: Decision,
+    fence: Option<Arc<dyn ApplyFence>>,
+) -> Result<Option<Duration>, Error> {
+    let unit = tokio::spawn(async move { act(&shared, &ss, group, &secrets, decision, fence.as_deref()).await });
+    match unit.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled with the runtime (shutdown): try again if there is an again.
+        Err(_) => Ok(Some(Duration::from_secs(1))),
+    }
+}
+
+/// Apply a decision: the Secret (if `fence` allows), then metrics, audit, Event and status.
 async fn act(
     shared: &Shared,
     ss: &SealedSecretObject,
     group: ApiGroup,
     secrets: &Api<Secret>,
     decision: Decision,
+    fence: Option<&dyn ApplyFence>,
 ) -> Result<Option<Duration>, Error> {
     let (ns, name) = (ss.namespace().unwrap_or_default(), ss.name_any());
     shared.metrics.mark_revoked(format!("{ns}/{name}"), decision.outcome == Outcome::Failed(Reason::KeyRevoked));
 
+    if decision.apply.is_some() && fence.is_some_and(|f| !f.may_apply()) {
+        // Too late to write safely: the shard's next holder reconciles the object.
+        tracing::warn!(object = %format!("{ns}/{name}"), "not applying the Secret: this replica's hold on its shard ends too soon");
+        return Ok(Some(Duration::from_secs(1)));
+    }
     let mut apply_error = None;
     if let Some(secret) = &decision.apply {
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -352,9 +394,14 @@ async fn sort_into_lanes(
 ) -> Result<Action, Error> {
     let key = (ss.namespace().unwrap_or_default(), ss.name_any());
     let object = format!("{}/{}", key.0, key.1);
-    if ss.metadata.deletion_timestamp.is_none() && crate::lanes::is_unchanged(&ss) {
-        lanes.defer(key);
-        return Ok(Action::await_change());
+    match crate::lanes::lane_for(&ss, shared.shards.as_deref()) {
+        // Another replica's shard (a gain requeues it here).
+        crate::lanes::Lane::Elsewhere => return Ok(Action::await_change()),
+        crate::lanes::Lane::Resync => {
+            lanes.defer(key);
+            return Ok(Action::await_change());
+        }
+        crate::lanes::Lane::Urgent => {}
     }
     let Some(_running) = lanes.start_urgent(key) else {
         // The resync lane is on it right now; look again in a moment.

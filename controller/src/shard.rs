@@ -15,10 +15,20 @@
 //!   at once.
 //! - Key renewal, the digest key and audit checkpoints stay with ONE replica: the holder of the
 //!   leader Lease (`--lease-name`), independent of the shards it holds.
-//! - Gaining a shard requeues its objects (a scan of the local cache).
+//! - Just before a Secret is applied, the replica checks again that it holds the shard with at
+//!   least [`Shards::margin`] (half a renew interval) before its deadline, so an apply starts
+//!   only with 1.5 renew intervals to spare before anyone else could take the shard; otherwise the
+//!   Secret is left to the next holder ([`Fence`], `gitseal_shard_fenced_total`). A started apply
+//!   runs to its audit record and status even if the shard is lost meanwhile (it is shielded
+//!   from the abandonment), and the shard's Lease is not released before it ends.
+//! - Gaining a shard requeues its objects (a scan of the local cache): those whose status covers
+//!   their generation go to the resync lane ([`crate::lanes`]), behind new and changed objects,
+//!   and objects of shards held elsewhere are dropped before any lane.
 //!
 //! `--shards 1` (the default) is today's single-leader mode, untouched.
 
+#[cfg(test)]
+mod fence_tests;
 pub mod manager;
 pub mod plan;
 
@@ -66,6 +76,8 @@ pub struct ShardMetrics {
     pub owned: Family<ShardLabels, Gauge>,
     pub reconciles: Family<ShardLabels, Counter>,
     pub transitions: Family<TransitionLabels, Counter>,
+    /// Secret applies refused because the shard's hold ended too soon ([`Fence`]).
+    pub fenced: Family<ShardLabels, Counter>,
 }
 
 fn label(shard: u16) -> &'static str {
@@ -96,6 +108,8 @@ pub struct Shards {
     pub metrics: ShardMetrics,
     /// Bumped whenever a shard is gained: the controllers requeue their cached objects.
     gained: watch::Sender<u64>,
+    /// How long before its deadline a held shard stops taking Secret applies.
+    pub margin: Duration,
 }
 
 impl Shards {
@@ -118,7 +132,15 @@ impl Shards {
                 "Shards gained, released or lost by this replica",
                 shards.metrics.transitions.clone(),
             );
-            Arc::new(shards)
+            registry.register(
+                "shard_fenced",
+                "Secret applies not made because this replica's hold on the shard ended too soon",
+                shards.metrics.fenced.clone(),
+            );
+            // Half a renew interval: a renewal that lands a little late (a round of 64 Leases
+            // takes a while) does not stop applies, and an apply still starts one and a half
+            // renew intervals before anyone else could take the shard.
+            Arc::new(shards.with_margin(config.lease_duration / 6))
         })
     }
 
@@ -128,11 +150,18 @@ impl Shards {
         for i in 0..count {
             metrics.owned.get_or_create(&ShardLabels { shard: label(i) }).set(0);
             let _ = metrics.reconciles.get_or_create(&ShardLabels { shard: label(i) });
+            let _ = metrics.fenced.get_or_create(&ShardLabels { shard: label(i) });
         }
         let slots = (0..count)
             .map(|_| Slot { own: watch::channel(Own::default()).0, in_flight: Arc::new(RwLock::new(())) })
             .collect();
-        Shards { count, slots, metrics, gained: watch::channel(0).0 }
+        Shards { count, slots, metrics, gained: watch::channel(0).0, margin: Duration::ZERO }
+    }
+
+    /// Secret applies need `margin` left before a shard's deadline (the manager's renew interval).
+    pub fn with_margin(mut self, margin: Duration) -> Shards {
+        self.margin = margin;
+        self
     }
 
     /// A stream that ticks whenever a shard is gained (for `reconcile_all_on`).
@@ -148,13 +177,13 @@ impl Shards {
         let guard = slot.in_flight.clone().read_owned().await;
         let own = *slot.own.borrow();
         let live = own.accept && own.deadline.is_some_and(|d| d > Instant::now());
-        live.then(|| Running { _guard: guard, own: slot.own.subscribe() })
+        live.then(|| Running { guard: Arc::new(guard), own: slot.own.subscribe() })
     }
 
     /// Now acting on `shard` until `deadline`, or extended to it. A renewal after the deadline
     /// had passed (work was skipped or abandoned meanwhile) counts as a gain, so the shard's
     /// objects are requeued.
-    fn hold(&self, shard: u16, deadline: Instant) -> bool {
+    pub(crate) fn hold(&self, shard: u16, deadline: Instant) -> bool {
         let Some(slot) = self.slots.get(usize::from(shard)) else { return false };
         let before = *slot.own.borrow();
         let was = before.accept && before.deadline.is_some_and(|d| d > Instant::now());
@@ -200,6 +229,13 @@ impl Shards {
         self.metrics.transitions.get_or_create(&TransitionLabels { shard: label(shard), change }).inc();
     }
 
+    /// Whether this replica may start reconciling `namespace/name` now (it holds its shard).
+    pub fn acts_on(&self, namespace: &str, name: &str) -> bool {
+        let Some(slot) = self.slots.get(usize::from(plan::shard_of(namespace, name, self.count))) else { return false };
+        let own = *slot.own.borrow();
+        own.accept && own.deadline.is_some_and(|d| d > Instant::now())
+    }
+
     /// Shards whose slot says this replica acts on them now.
     pub fn owned(&self) -> Vec<u16> {
         (0..self.count).filter(|i| self.slots[usize::from(*i)].own.borrow().deadline.is_some()).collect()
@@ -208,11 +244,39 @@ impl Shards {
 
 /// A reconcile in progress on a held shard.
 struct Running {
-    _guard: OwnedRwLockReadGuard<()>,
+    /// Shared with the [`Fence`] of its Secret apply, which may outlive the reconcile.
+    guard: Arc<OwnedRwLockReadGuard<()>>,
     own: watch::Receiver<Own>,
 }
 
+/// The last check before a Secret is applied for an object of `shard`: this replica still acts
+/// on the shard until at least [`Shards::margin`] from now. While an apply (and its audit record
+/// and status) runs, the fence holds the shard's in-flight guard, so the shard is not released
+/// under it.
+#[derive(Debug)]
+pub struct Fence {
+    shards: Arc<Shards>,
+    shard: u16,
+    _guard: Arc<OwnedRwLockReadGuard<()>>,
+}
+
+impl crate::reconcile::ApplyFence for Fence {
+    fn may_apply(&self) -> bool {
+        let Some(slot) = self.shards.slots.get(usize::from(self.shard)) else { return false };
+        let deadline = slot.own.borrow().deadline;
+        let ok = deadline.is_some_and(|d| d > Instant::now() + self.shards.margin);
+        if !ok {
+            self.shards.metrics.fenced.get_or_create(&ShardLabels { shard: label(self.shard) }).inc();
+        }
+        ok
+    }
+}
+
 impl Running {
+    fn fence(&self, shards: Arc<Shards>, shard: u16) -> Arc<dyn crate::reconcile::ApplyFence> {
+        Arc::new(Fence { shards, shard, _guard: self.guard.clone() })
+    }
+
     /// Drive `work` while the shard is ours; `None` when it had to be abandoned (deadline
     /// passed, or the shard was lost).
     async fn guard<F: std::future::Future>(mut self, work: F) -> Option<F::Output> {
@@ -255,7 +319,8 @@ pub async fn reconcile_for(
     };
     shards.metrics.reconciles.get_or_create(&ShardLabels { shard: label(shard) }).inc();
     let object = format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any());
-    match running.guard(crate::reconcile::reconcile_for(ss, shared)).await {
+    let fence = running.fence(shards.clone(), shard);
+    match running.guard(crate::reconcile::reconcile_fenced(ss, shared, Some(fence))).await {
         Some(result) => result,
         None => {
             tracing::warn!(object, shard, "shard lost while reconciling: abandoned (its holder reconciles it again)");

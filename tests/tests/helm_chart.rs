@@ -514,7 +514,9 @@ async fn the_charts_own_service_account_and_arguments_unseal_a_sealed_secret() -
         let rules = serde_json::to_string(find(&rules, "PrometheusRule")[0])?;
         let dashboard = std::fs::read_to_string(repo_root().join("deploy/dashboards/gitseal.json"))?;
         for (what, text) in [("PrometheusRule", &rules), ("dashboard", &dashboard)] {
-            let used = metric_names_in(text);
+            // gitseal_shard_* exist only with --shards > 1: the shards e2e test checks them.
+            let used: BTreeSet<String> =
+                metric_names_in(text).into_iter().filter(|m| !m.starts_with("gitseal_shard_")).collect();
             assert!(used.len() >= 5, "{what} uses too few metrics: {used:?}");
             let unknown: Vec<&String> = used.difference(&exported).collect();
             assert!(unknown.is_empty(), "{what} uses metrics the controller does not export: {unknown:?}");
@@ -595,9 +597,25 @@ async fn with_shards_the_chart_passes_the_flag_and_grants_exactly_the_shard_leas
         .chain((0..3).map(|i| format!("gitseal-controller-shard-{i}")))
         .collect::<Vec<_>>();
     assert_eq!(leases, want);
-    // The default stays the single leader: no flag, only the leader Lease.
+    // An alert for a shard nobody holds, after twice the lease duration (one past a dead holder's Lease).
+    let alert = |objects: &[Value]| {
+        find(objects, "PrometheusRule")[0]["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"] == "GitsealShardWithoutHolder")
+            .cloned()
+    };
+    let sets =
+        ["shards=3".into(), "metrics.prometheusRule.enabled=true".into(), "leaderElection.leaseDuration=20s".into()];
+    let rule = alert(&render("gitseal-controller", "gs", &sets).await?).expect("the shard alert");
+    assert_eq!(rule["for"], "40s", "{rule}");
+    assert!(rule["expr"].as_str().unwrap().starts_with("sum by (namespace, shard) (gitseal_shard_owned{"), "{rule}");
+    // The default stays the single leader: no flag, only the leader Lease, no shard alert.
     let objects = render("gitseal-controller", "gs", &[]).await?;
     assert!(!container(&objects)["args"].to_string().contains("--shards"));
+    let with_rules = render("gitseal-controller", "gs", &["metrics.prometheusRule.enabled=true".into()]).await?;
+    assert!(alert(&with_rules).is_none());
     // More than the controller accepts, or shards without leader election, fail the render.
     let err = render("gitseal-controller", "gs", &["shards=65".into()]).await.unwrap_err();
     assert!(format!("{err:#}").contains("schema"), "{err:#}");

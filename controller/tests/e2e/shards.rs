@@ -95,6 +95,25 @@ async fn three_replicas_share_the_shards_and_the_survivors_take_a_killed_ones_wi
             assert!(started > 0.0, "a replica reconciled nothing");
         }
 
+        // The dashboard and the chart's alerts use only shard metrics a sharded replica exports.
+        let (_, body) = gitseal_tests::http_get(&a.metrics).await?;
+        let exported = String::from_utf8(body)?;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["deploy/dashboards/gitseal.json", "deploy/helm/gitseal/templates/prometheusrule.yaml"] {
+            let text = std::fs::read_to_string(root.join(file))?;
+            let used: std::collections::BTreeSet<&str> = text
+                .match_indices("gitseal_shard_")
+                .map(|(i, _)| {
+                    let rest = &text[i..];
+                    &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+                })
+                .collect();
+            assert!(!used.is_empty(), "{file} shows no shard metric");
+            for m in used {
+                assert!(exported.lines().any(|l| l.starts_with(m)), "{file} uses {m}, which is not exported");
+            }
+        }
+
         // Kill b (not the leader: a started first) without letting it release its Leases.
         assert_eq!(b.metric("gitseal_leader").await?, 0.0);
         let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
@@ -161,8 +180,184 @@ async fn three_replicas_share_the_shards_and_the_survivors_take_a_killed_ones_wi
         let counts = unseals(&[&a, &b, &c]);
         assert_eq!(counts.len(), 2 * OBJECTS, "{counts:?}");
         assert!(counts.values().all(|n| *n == 1), "unsealed more than once: {counts:?}");
+        let mut fenced = 0.0;
+        for g in [&a, &c] {
+            for i in 0..SHARDS {
+                fenced += g.metric(&format!("gitseal_shard_fenced_total{{shard=\"{i}\"}}")).await?;
+            }
+        }
+        println!("Secret applies fenced on the survivors: {fenced}");
         a.process.check_running()?;
         c.process.check_running()?;
+        anyhow::Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// Successful unseal records per object name in one audit log.
+fn unseals_by_name(g: &Gitseal) -> BTreeMap<String, usize> {
+    unseals(&[g]).into_iter().fold(BTreeMap::new(), |mut m, ((name, _), n)| {
+        *m.entry(name).or_insert(0) += n;
+        m
+    })
+}
+
+/// Names of the Secrets gitseal made in the namespace.
+async fn made(secrets: &Api<k8s_openapi::api::core::v1::Secret>) -> anyhow::Result<Vec<String>> {
+    let lp = kube::api::ListParams::default().labels("gitseal.dev/managed=true");
+    Ok(secrets.list_metadata(&lp).await?.items.into_iter().filter_map(|s| s.metadata.name).collect())
+}
+
+/// A replica whose traffic to the apiserver stalls mid-reconcile (a paused proxy) for two lease
+/// durations: its shard Leases run out and another holder (the test) takes them. Every Secret
+/// that replica applied — also those whose apply was on the wire when the shard was lost — has
+/// its one audit record; while it does not hold the shards it applies nothing, and once it takes
+/// them back every object is unsealed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_loses_its_shards_mid_reconcile_leaves_no_secret_without_an_audit_record() -> anyhow::Result<()>
+{
+    use gitseal_tests::fault_proxy::FaultProxy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::PostParams;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    let plane = ControlPlane::shared().await?;
+    with_temp_ns(|ns| async move {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gitseal-controller"));
+        // The leader (keys, digest key) is a replica without shards that watches another
+        // namespace: it never writes here, and it keeps the sharded replica from leading (a
+        // leader that stalls for two lease durations exits).
+        let base =
+            ["--key-size=2048", "--log-level=info,gitseal_controller=debug", "--leader-elect", "--lease-duration=3s"];
+        let l = gitseal_tests::gitseal::GitsealController::start(
+            plane,
+            binary,
+            ns.name(),
+            Some("gitseal-nowhere"),
+            "leader",
+            &base,
+        )
+        .await?;
+        let mut leader = Gitseal { process: l.process, api: l.api, metrics: l.metrics, audit_log: l.audit_log };
+        leader.ready().await?;
+        let cert = leader.cert().await?;
+        let proxy = FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, plane.port())))?;
+        let args: Vec<&str> = base.iter().copied().chain(["--shards=2"]).collect();
+        let r = gitseal_tests::gitseal::GitsealController::start_via(
+            plane,
+            binary,
+            ns.name(),
+            Some(ns.name()),
+            "shard-a",
+            "127.0.0.1",
+            &proxy.url(),
+            &args,
+        )
+        .await?;
+        let mut a = Gitseal { process: r.process, api: r.api, metrics: r.metrics, audit_log: r.audit_log };
+        a.ready().await?;
+        let shards = |g: &Gitseal| {
+            let url = g.metrics.clone();
+            async move {
+                let (_, body) = gitseal_tests::http_get(&url).await?;
+                let text = String::from_utf8(body)?;
+                let sum = |prefix: &str| -> f64 {
+                    text.lines()
+                        .filter(|l| l.starts_with(prefix))
+                        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+                        .sum()
+                };
+                anyhow::Ok((sum("gitseal_shard_owned{"), sum("gitseal_shard_fenced_total{")))
+            }
+        };
+        wait_for("the replica to hold both shards", Duration::from_secs(20), || async {
+            Ok::<_, anyhow::Error>((shards(&a).await?.0 == 2.0).then_some(()))
+        })
+        .await?;
+
+        // Slow its traffic so reconciles take a while, then stall it once the first Secret is out.
+        let client = ns.client();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+        proxy.slow(Duration::from_millis(40));
+        let early: Vec<String> = (0..24).map(|i| format!("early-{i:02}")).collect();
+        for n in &early {
+            gitseal_tests::apply_json(&client, seal(&cert, ns.name(), n, &[("k", "1")], ApiGroup::Gitseal)).await?;
+        }
+        wait_for("a first Secret", Duration::from_secs(20), || async {
+            Ok::<_, anyhow::Error>((!made(&secrets).await?.is_empty()).then_some(()))
+        })
+        .await?;
+        proxy.pause();
+        let stalled = Instant::now();
+        let at_pause = made(&secrets).await?.len();
+        assert!(at_pause < early.len(), "every object was done before the stall: nothing was in flight");
+
+        // Its Leases run out; another holder (the test) takes them for an hour.
+        let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
+        let mut taken = 0;
+        while taken < 2 {
+            assert!(stalled.elapsed() < Duration::from_secs(15), "the shard Leases never ran out");
+            taken = 0;
+            for i in 0..2 {
+                let name = format!("gitseal-controller-shard-{i}");
+                let mut lease = leases.get(&name).await?;
+                let spec = lease.spec.get_or_insert_default();
+                if spec.holder_identity.as_deref() == Some("intruder") {
+                    taken += 1;
+                    continue;
+                }
+                if gitseal_controller::leader::expired(spec, jiff::Timestamp::now()) {
+                    let now = MicroTime(jiff::Timestamp::now());
+                    spec.holder_identity = Some("intruder".into());
+                    spec.lease_duration_seconds = Some(3600);
+                    spec.acquire_time = Some(now.clone());
+                    spec.renew_time = Some(now);
+                    // A conflict means the replica wrote it meanwhile: look again.
+                    let _ = leases.replace(&name, &PostParams::default(), &lease).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // New objects while it does not hold the shards; then its traffic flows again.
+        let late: Vec<String> = (0..8).map(|i| format!("late-{i:02}")).collect();
+        for n in &late {
+            gitseal_tests::apply_json(&client, seal(&cert, ns.name(), n, &[("k", "1")], ApiGroup::Gitseal)).await?;
+        }
+        proxy.restore();
+        wait_for("the replica to see it holds no shard", Duration::from_secs(15), || async {
+            Ok::<_, anyhow::Error>((shards(&a).await?.0 == 0.0).then_some(()))
+        })
+        .await?;
+        // Time for the held requests to land, the watch to deliver the late objects, retries.
+        tokio::time::sleep(LEASE).await;
+        let out = made(&secrets).await?;
+        let counts = unseals_by_name(&a);
+        println!(
+            "{at_pause} Secrets at the stall, {} after it; fenced applies {}; {counts:?}",
+            out.len(),
+            shards(&a).await?.1
+        );
+        assert!(late.iter().all(|n| !out.contains(n)), "applied without holding the shard: {out:?}");
+        for n in &early {
+            let want = usize::from(out.contains(n));
+            assert_eq!(counts.get(n).copied().unwrap_or(0), want, "{n}: Secret present = {want}, audit {counts:?}");
+        }
+
+        // The other holder lets go: the replica takes the shards back and finishes, once each.
+        for i in 0..2 {
+            leases.delete(&format!("gitseal-controller-shard-{i}"), &Default::default()).await?;
+        }
+        for n in early.iter().chain(&late) {
+            secret_with(&ns, n, "k", "1").await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let counts = unseals_by_name(&a);
+        assert_eq!(counts.len(), early.len() + late.len(), "{counts:?}");
+        assert!(counts.values().all(|n| *n == 1), "unsealed more than once: {counts:?}");
+        assert!(unseals_by_name(&leader).is_empty());
+        a.process.check_running()?;
+        leader.process.check_running()?;
         anyhow::Ok(())
     })
     .await??;
