@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use gitseal_keys::Certificate;
 use gitseal_shared::types::ApiGroup;
 use gitseal_tests::bitnami::{BitnamiController, BitnamiOptions};
-use gitseal_tests::gitseal::GitsealController;
+use gitseal_tests::gitseal::{GitsealController, Launch};
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, http_get};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
@@ -110,9 +110,8 @@ async fn token_cold_start(plane: &ControlPlane, binary: &Path, n: usize, values:
         async move {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             let env = [("SOFTHSM2_CONF", conf.as_str())];
-            GitsealController::start_with_env(plane, binary, &ns, Some(&ns), name, "127.0.0.1", &flags, &env)
-                .await
-                .unwrap()
+            let how = Launch { watch: Some(&ns), flags: &flags, env: &env, ..Launch::new(&ns, name) };
+            GitsealController::launch(plane, binary, &how).await.unwrap()
         }
     };
     let first = start("bench-token-keygen").await;

@@ -394,7 +394,7 @@ async fn sort_into_lanes(
 ) -> Result<Action, Error> {
     let key = (ss.namespace().unwrap_or_default(), ss.name_any());
     let object = format!("{}/{}", key.0, key.1);
-    match crate::lanes::lane_for(&ss, shared.shards.as_deref()) {
+    match crate::lanes::lane_for(&ss, shared.standing.shards.as_deref()) {
         // Another replica's shard (a gain requeues it here).
         crate::lanes::Lane::Elsewhere => return Ok(Action::await_change()),
         crate::lanes::Lane::Resync => {

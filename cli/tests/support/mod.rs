@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gitseal_tests::gitseal::{
-    APISERVICE, GitsealController, ServingCert, apiservices, controller_binary, register_aggregated_api,
+    APISERVICE, GitsealController, Launch, ServingCert, apiservices, controller_binary, register_aggregated_api,
 };
 use gitseal_tests::{ControlPlane, TestNamespace, apply_json, free_port, http_get, wait_for};
 use kube::api::DeleteParams;
@@ -57,17 +57,8 @@ impl Controller {
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let binary = controller_binary()?;
-        let inner = GitsealController::start_with_env(
-            plane,
-            &binary,
-            ns.name(),
-            Some(ns.name()),
-            "gitseal",
-            "127.0.0.1",
-            &args,
-            env,
-        )
-        .await?;
+        let how = Launch { watch: Some(ns.name()), flags: &args, env, ..Launch::new(ns.name(), "gitseal") };
+        let inner = GitsealController::launch(plane, &binary, &how).await?;
         let ready = format!("{}/readyz", inner.api);
         let became_ready = wait_for("gitseal-controller /readyz", TIMEOUT, || async {
             Ok::<_, anyhow::Error>(matches!(http_get(&ready).await, Ok((200, _))).then_some(()))

@@ -48,7 +48,7 @@ fn setup() -> Setup {
     let mut ss = seal_secret(&plain, &set, &SealOptions::default()).expect("seal");
     ss.metadata.uid = Some("uid-1".into());
     ss.metadata.generation = Some(1);
-    let shards = shared.shards.clone().expect("sharded");
+    let shards = shared.standing.shards.clone().expect("sharded");
     assert_eq!(shards.margin, Duration::from_millis(500));
     let shard = plan::shard_of("app", "db", shards.count);
     Setup { shared, shards, shard, ss: Arc::new(ss), api, audit }

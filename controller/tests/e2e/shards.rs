@@ -244,17 +244,14 @@ async fn a_replica_that_loses_its_shards_mid_reconcile_leaves_no_secret_without_
         let cert = leader.cert().await?;
         let proxy = FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, plane.port())))?;
         let args: Vec<&str> = base.iter().copied().chain(["--shards=2"]).collect();
-        let r = gitseal_tests::gitseal::GitsealController::start_via(
-            plane,
-            binary,
-            ns.name(),
-            Some(ns.name()),
-            "shard-a",
-            "127.0.0.1",
-            &proxy.url(),
-            &args,
-        )
-        .await?;
+        let url = proxy.url();
+        let how = gitseal_tests::gitseal::Launch {
+            watch: Some(ns.name()),
+            server: Some(&url),
+            flags: &args,
+            ..gitseal_tests::gitseal::Launch::new(ns.name(), "shard-a")
+        };
+        let r = gitseal_tests::gitseal::GitsealController::launch(plane, binary, &how).await?;
         let mut a = Gitseal { process: r.process, api: r.api, metrics: r.metrics, audit_log: r.audit_log };
         a.ready().await?;
         let shards = |g: &Gitseal| {
