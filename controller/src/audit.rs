@@ -204,6 +204,12 @@ impl AuditLog {
             Some(p) => Sink::File { path: p.to_path_buf(), file: None },
         };
         let mut first = Self::record(CHAIN_RESUMED, Outcome::Success);
+        // This replica's own file ends before a checkpoint this replica wrote: records it had
+        // written were cut from the file's tail (another replica going on is no such sign).
+        let cut_from = match (&head, anchor) {
+            (Some(h), Some(a)) if a.replica == actor && h.chain.seq() < a.seq => Some(h.chain.seq()),
+            _ => None,
+        };
         // The file's head wins unless the checkpoint is ahead of it (another replica went on).
         let head = head.filter(|h| anchor.is_none_or(|a| h.chain.seq() >= a.seq));
         let chain = match (head, anchor) {
@@ -224,6 +230,23 @@ impl AuditLog {
             (_, Some(a)) => {
                 first.reason = Some("Checkpoint".into());
                 first.message = Some(format!("after seq {} of {} (checkpoint of {})", a.seq, a.replica, a.time));
+                if let Some(end) = cut_from {
+                    tracing::error!(
+                        file_ends_at = end,
+                        checkpoint = a.seq,
+                        "records this replica wrote were cut from its audit file"
+                    );
+                    first.outcome = Outcome::Failure;
+                    first.reason = Some(gitseal_shared::audit::AUDIT_FILE_TRUNCATED.into());
+                    first.message = Some(format!(
+                        "after seq {} of {} (checkpoint of {}); the audit file ends at seq {end}: records {} to {} were cut from it",
+                        a.seq,
+                        a.replica,
+                        a.time,
+                        end + 1,
+                        a.seq
+                    ));
+                }
                 a.head()
             }
             (None, None) => {

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use sign::{PublicKey, SigningKey};
-pub use verify::{ChainBreak, RESUMED_FROM_FILE, Summary, verify_chain, verify_log};
+pub use verify::{AUDIT_FILE_TRUNCATED, ChainBreak, RESUMED_FROM_FILE, Summary, verify_chain, verify_log};
 
 /// The `prev` of the first record of a cluster's history.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

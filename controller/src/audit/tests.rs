@@ -80,3 +80,38 @@ fn without_a_file_the_chain_resumes_after_the_checkpoint_and_never_silently_at_g
     assert!(text.contains("UnreadableHistory"), "{text}");
     assert_eq!(log.head().seq(), 1);
 }
+
+#[test]
+fn a_restart_on_a_file_cut_below_its_own_checkpoint_says_so_in_the_first_record() {
+    let dir = temp_dir("cut");
+    let path = dir.join("audit.log");
+    let (k, der) = SigningKey::generate().unwrap();
+    let log = open(&path, k, None);
+    for _ in 0..4 {
+        log.write(AuditLog::record("Unseal", Outcome::Success));
+    }
+    let cp = log.checkpoint();
+    assert_eq!(cp.seq, 5);
+    drop(log);
+    // The last three records are cut from the file; the checkpoint this replica wrote remains.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let log = open(&path, SigningKey::from_pkcs8(&der).unwrap(), Some(&cp));
+    assert_eq!(log.head().seq(), 6, "the chain goes on after the checkpoint");
+    let last = std::fs::read_to_string(&path).unwrap().lines().last().unwrap().to_string();
+    assert!(last.contains("AuditFileTruncated") && last.contains("records 3 to 5 were cut"), "{last}");
+    assert!(last.contains("\"outcome\":\"failure\""), "{last}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let s = gitseal_shared::audit::verify_log(&[("a", &text)], Some(&log.public_key()), None).unwrap();
+    assert!(s.notes.iter().any(|n| n.contains("records cut from its audit file")), "{:?}", s.notes);
+
+    // Another replica's newer checkpoint is no sign of a cut.
+    let other = Checkpoint::new("replica-b", &Chain::at(9, &"cd".repeat(32)), "2026-01-01T00:00:00Z", &key());
+    let dir = temp_dir("cut-other");
+    let p2 = dir.join("audit.log");
+    drop(open(&p2, key(), None));
+    drop(open(&p2, key(), Some(&other)));
+    let text = std::fs::read_to_string(&p2).unwrap();
+    assert!(!text.contains("AuditFileTruncated"), "{text}");
+}

@@ -8,6 +8,9 @@ use super::{CHAIN_RESUMED, CHAIN_STARTED, Checkpoint, GENESIS, LineError, Public
 /// `ChainResumed.reason` when a process continues its own audit file: the link must then be the
 /// line right before it.
 pub const RESUMED_FROM_FILE: &str = "AuditFile";
+/// `ChainResumed.reason` when a replica restarts on its own file and finds it ends before a
+/// checkpoint it wrote: records were cut from the file's tail.
+pub const AUDIT_FILE_TRUNCATED: &str = "AuditFileTruncated";
 
 /// Where a log stops being trustworthy, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +176,14 @@ pub fn verify_log(
                 }
             }
             s.records += 1;
+            if r.reason.as_deref() == Some(AUDIT_FILE_TRUNCATED) {
+                s.notes.push(format!(
+                    "{name} line {} (seq {}): the controller found records cut from its audit file: {}",
+                    i + 1,
+                    r.seq,
+                    r.message.as_deref().unwrap_or_default()
+                ));
+            }
             s.first_seq = Some(s.first_seq.map_or(r.seq, |f| f.min(r.seq)));
             s.last_seq = Some(s.last_seq.map_or(r.seq, |l| l.max(r.seq)));
             if let Some(actor) = &r.actor {
