@@ -44,10 +44,15 @@ fn clock_ticks() -> f64 {
 }
 
 async fn metric_sum(url: &str, prefix: &str) -> f64 {
+    metric_sum_with(url, prefix, "").await
+}
+
+/// [`metric_sum`] over the lines that also contain `label` (e.g. `change="gained"`).
+async fn metric_sum_with(url: &str, prefix: &str, label: &str) -> f64 {
     let Ok((_, body)) = http_get(url).await else { return 0.0 };
     String::from_utf8_lossy(&body)
         .lines()
-        .filter(|l| l.starts_with(prefix))
+        .filter(|l| l.starts_with(prefix) && l.contains(label))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
         .sum()
 }
@@ -134,12 +139,14 @@ async fn main() {
         }
         let wall = t0.elapsed();
         let cpu = running.iter().map(|g| cpu_seconds(g.process.id(), ticks)).sum::<f64>() - cpu0;
-        let mut per_replica = Vec::new();
+        let (mut per_replica, mut gained, mut fenced) = (Vec::new(), 0.0, 0.0);
         for g in &running {
             per_replica.push(metric_sum(&g.metrics, "gitseal_shard_reconciles_total{").await);
+            gained += metric_sum_with(&g.metrics, "gitseal_shard_transitions_total{", "change=\"gained\"").await;
+            fenced += metric_sum(&g.metrics, "gitseal_shard_fenced_total{").await;
         }
         println!(
-            "  {replicas} replica(s): {n} Secrets in {wall:.2?} ({:.1}/s), {cpu:.2} CPU s in all = {:.4} CPU s per object; reconciles started per replica {per_replica:?}",
+            "  {replicas} replica(s): {n} Secrets in {wall:.2?} ({:.1}/s), {cpu:.2} CPU s in all = {:.4} CPU s per object; reconciles started per replica {per_replica:?}; shard gains {gained} (balance included), fenced applies {fenced}",
             n as f64 / wall.as_secs_f64(),
             cpu / n as f64
         );

@@ -273,19 +273,33 @@ async fn a_replica_that_loses_its_shards_mid_reconcile_leaves_no_secret_without_
         })
         .await?;
 
-        // Slow its traffic so reconciles take a while, then stall it once the first Secret is out.
+        // Slow its traffic, and stall it the moment the first Secret is written: the answer to
+        // that apply is then still in the proxy, so the reconcile is lost mid-apply.
+        use futures::StreamExt as _;
+        use kube::runtime::watcher;
         let client = ns.client();
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
-        proxy.slow(Duration::from_millis(40));
+        let mut written = watcher(secrets.clone(), watcher::Config::default()).boxed();
+        while !matches!(written.next().await, Some(Ok(watcher::Event::InitDone))) {}
+        proxy.slow(Duration::from_millis(150));
         let early: Vec<String> = (0..24).map(|i| format!("early-{i:02}")).collect();
-        for n in &early {
-            gitseal_tests::apply_json(&client, seal(&cert, ns.name(), n, &[("k", "1")], ApiGroup::Gitseal)).await?;
-        }
-        wait_for("a first Secret", Duration::from_secs(20), || async {
-            Ok::<_, anyhow::Error>((!made(&secrets).await?.is_empty()).then_some(()))
+        let docs: Vec<Value> =
+            early.iter().map(|n| seal(&cert, ns.name(), n, &[("k", "1")], ApiGroup::Gitseal)).collect();
+        let creating = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for doc in docs {
+                    gitseal_tests::apply_json(&client, doc).await?;
+                }
+                anyhow::Ok(())
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !matches!(written.next().await, Some(Ok(watcher::Event::Apply(_)))) {}
         })
         .await?;
         proxy.pause();
+        creating.await??;
         let stalled = Instant::now();
         let at_pause = made(&secrets).await?.len();
         assert!(at_pause < early.len(), "every object was done before the stall: nothing was in flight");
