@@ -315,8 +315,9 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
     let store = controller.store();
     let lanes = Arc::new(Lanes::new(shared.resync_backlog.clone()));
     let backoff = Arc::new(Backoff::default());
-    let resync = futures::stream::once(drain_resync(lanes.clone(), store.clone(), group, shared.clone(), backoff.clone()))
-        .filter_map(|()| futures::future::ready(None));
+    let resync =
+        futures::stream::once(drain_resync(lanes.clone(), store.clone(), group, shared.clone(), backoff.clone()))
+            .filter_map(|()| futures::future::ready(None));
     let synced = shared.clone();
     shared.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
@@ -338,8 +339,7 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         }
     });
     let retries = backoff.clone();
-    let sort =
-        move |ss: Arc<Cached>, shared: Arc<Shared>| sort_into_lanes(ss, shared, lanes.clone(), retries.clone());
+    let sort = move |ss: Arc<Cached>, shared: Arc<Shared>| sort_into_lanes(ss, shared, lanes.clone(), retries.clone());
     let policy = move |ss: Arc<Cached>, error: &Error, shared: Arc<Shared>| {
         Action::requeue(error_policy(Arc::new(ss.to_object()), error, shared, &backoff))
     };

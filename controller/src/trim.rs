@@ -13,9 +13,7 @@
 
 use std::borrow::Cow;
 
-use gitseal_shared::types::{
-    ApiGroup, SealedSecretObject, SealedSecretSpec, SealedSecretStatus, SecretTemplateSpec,
-};
+use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretSpec, SealedSecretStatus, SecretTemplateSpec};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
