@@ -1,9 +1,11 @@
 //! What the SealedSecret cache keeps: only what the no-key decision needs (issue #14, item 2).
 //!
 //! The reflector used to hold whole objects — managedFields, `kubectl` last-applied copies and
-//! every ciphertext — about 14 KiB per SealedSecret. [`for_cache`] keeps metadata, status, the
-//! item names and the sealed digest of the full spec (computed before the ciphertext is
-//! dropped), so the cached object still answers "is the Secret in sync?"
+//! every ciphertext — about 14 KiB per SealedSecret. The store now holds a [`Cached`] entry
+//! (about 1.3 KiB): name, namespace, uid, resourceVersion, generation, the item names, the
+//! status and the sealed digest of the full spec (computed before the ciphertext is dropped).
+//! For a reconcile, [`Cached::to_object`] rebuilds the trimmed object [`for_cache`] describes,
+//! which still answers "is the Secret in sync?"
 //! ([`decide::without_keys`](crate::decide::without_keys)); reconcile GETs the full object only
 //! when it has to unseal.
 //!
