@@ -14,7 +14,6 @@ use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -225,15 +224,12 @@ fn audit(shared: &Shared, ss: &SealedSecretObject, d: &Decision) {
 
 async fn publish(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup, d: &Decision) {
     let Some(ev) = &d.event else { return };
-    let event = Event {
-        type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-        reason: ev.reason.into(),
-        note: Some(ev.note.chars().take(1000).collect()),
-        action: "Unseal".into(),
-        secondary: None,
-    };
+    let note: String = ev.note.chars().take(1000).collect();
     let reference = ss.object_ref(&group.api_resource());
-    if let Err(e) = shared.recorder.publish(&event, &reference).await {
+    // Not through the Recorder: it caches every event for six minutes (see object_events).
+    let event =
+        crate::object_events::event(&reference, &shared.config.identity, ev.warning, ev.reason, "Unseal", &note);
+    if let Err(e) = crate::object_events::publish(&shared.client, &event).await {
         tracing::warn!(error = %e, "cannot publish event");
     }
 }
