@@ -5,12 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use gitseal_controller::config::{Cli, Command};
 
-/// mimalloc, not glibc's malloc: at 10,000 SealedSecrets the resident set after a warm start
-/// was well above the live heap (per-thread arenas keep the holes that list pages and unseals
-/// leave between long-lived cache entries); see the README's "Scale".
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
