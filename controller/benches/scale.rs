@@ -340,9 +340,10 @@ async fn big(run: &Run<'_>) {
         }
         wait_metric(&g.metrics, "gitseal_reconciles_total{outcome=\"in_sync\"}", n as f64).await;
         println!(
-            "  warm restart: {n} confirmed in sync in {:.1?}, peak RSS {:.1} MiB, {} private ops, CPU {:.1} s",
+            "  warm restart: {n} confirmed in sync in {:.1?}, peak RSS {:.1} MiB (now {:.1} MiB), {} private ops, CPU {:.1} s",
             t.elapsed(),
             mib(g.process.peak_rss_kib()),
+            mib(rss_now(&g)),
             metric(&g.metrics, OPS).await,
             cpu_seconds(&g)
         );
@@ -351,6 +352,12 @@ async fn big(run: &Run<'_>) {
             println!("  time-to-Secret of the new objects: p50 {p50:.1?}, p99 {p99:.1?}, max {max:.1?}");
         }
     }
+}
+
+/// Resident set of the controller now (`VmRSS`), beside the peak the harness reads (`VmHWM`).
+fn rss_now(g: &GitsealController) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", g.process.pid())).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// User + system CPU seconds of the controller so far (`/proc/<pid>/stat`).

@@ -32,6 +32,9 @@ use tokio::sync::{Notify, watch};
 /// How long the resync lane yields to urgent work before it takes its next object anyway.
 pub const STARVATION_LIMIT: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// A drained lane gives back its memory when it held more than this many objects.
+const SHRINK_ABOVE: usize = 1024;
+
 /// Whether the object's status says this generation was already reconciled (successfully or
 /// not): a resync, not news.
 pub fn is_unchanged(ss: &SealedSecretObject) -> bool {
@@ -57,10 +60,17 @@ pub enum Lane {
 /// the gained shard to the resync lane, so a rebalance does not hold up new objects.
 pub fn lane_for(ss: &SealedSecretObject, shards: Option<&crate::shard::Shards>) -> Lane {
     use kube::ResourceExt as _;
-    if shards.is_some_and(|s| !s.acts_on(&ss.namespace().unwrap_or_default(), &ss.name_any())) {
+    let settled = ss.metadata.deletion_timestamp.is_none() && is_unchanged(ss);
+    lane_of(&ss.namespace().unwrap_or_default(), &ss.name_any(), settled, shards)
+}
+
+/// [`lane_for`] from the facts it uses: `settled` is "not being deleted, and the status covers
+/// this generation" (the cache answers it without rebuilding the object).
+pub fn lane_of(namespace: &str, name: &str, settled: bool, shards: Option<&crate::shard::Shards>) -> Lane {
+    if shards.is_some_and(|s| !s.acts_on(namespace, name)) {
         return Lane::Elsewhere;
     }
-    if ss.metadata.deletion_timestamp.is_none() && is_unchanged(ss) {
+    if settled {
         return Lane::Resync;
     }
     Lane::Urgent
@@ -158,6 +168,11 @@ impl Lanes {
                 if let Some(k) = &k {
                     q.queued.remove(k);
                     self.backlog.dec();
+                }
+                if q.order.is_empty() && q.order.capacity() > SHRINK_ABOVE {
+                    // A start-up resync of 50,000 objects leaves a few MiB of empty table behind.
+                    q.order.shrink_to_fit();
+                    q.queued.shrink_to_fit();
                 }
                 k
             };
@@ -284,5 +299,18 @@ mod tests {
         drop(next);
         assert!(lanes.start_urgent(key("a")).is_some());
         assert_eq!((lanes.backlog(), lanes.backlog.get()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_drained_start_up_resync_gives_its_tables_back() {
+        let lanes = Arc::new(Lanes::new(Gauge::default()));
+        for n in 0..3000 {
+            lanes.defer(key(&n.to_string()));
+        }
+        for _ in 0..3000 {
+            drop(lanes.next_resync().await);
+        }
+        let q = lock(&lanes.queue);
+        assert!(q.order.capacity() <= SHRINK_ABOVE && q.queued.capacity() <= SHRINK_ABOVE);
     }
 }

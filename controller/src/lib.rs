@@ -24,6 +24,7 @@ pub mod leader;
 pub mod metrics;
 #[cfg(test)]
 mod mock_api;
+pub mod object_events;
 pub mod reconcile;
 pub mod registry;
 pub mod rollout;

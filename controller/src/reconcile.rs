@@ -7,13 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -25,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::budget::WorkClass;
 use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
 use crate::lanes::Lanes;
+use crate::trim::Cached;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -255,15 +255,12 @@ fn audit(shared: &Shared, ss: &SealedSecretObject, d: &Decision) {
 
 async fn publish(shared: &Shared, ss: &SealedSecretObject, group: ApiGroup, d: &Decision) {
     let Some(ev) = &d.event else { return };
-    let event = Event {
-        type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-        reason: ev.reason.into(),
-        note: Some(ev.note.chars().take(1000).collect()),
-        action: "Unseal".into(),
-        secondary: None,
-    };
+    let note: String = ev.note.chars().take(1000).collect();
     let reference = ss.object_ref(&group.api_resource());
-    if let Err(e) = shared.recorder.publish(&event, &reference).await {
+    // Not through the Recorder: it caches every event for six minutes (see object_events).
+    let event =
+        crate::object_events::event(&reference, &shared.config.identity, ev.warning, ev.reason, "Unseal", &note);
+    if let Err(e) = crate::object_events::publish(&shared.client, &event).await {
         tracing::warn!(error = %e, "cannot publish event");
     }
 }
@@ -325,14 +322,15 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         None => (Api::all_with(client.clone(), &ar), Api::all(client)),
     };
     let key_changes = WatchStream::from_changes(shared.registry.subscribe()).map(|_| ());
-    // The cache keeps trimmed objects (no managedFields, no ciphertext): see crate::trim.
-    let writer = reflector::store::Writer::<SealedSecretObject>::new(ar.clone());
+    // The cache keeps a compact entry per object (no managedFields, no ciphertext, no
+    // labels or annotations): see crate::trim::Cached.
+    let writer = reflector::store::Writer::<Cached>::new(group);
     let reader = writer.as_reader();
     let objects = watcher(ss_api, watcher::Config::default().any_semantic())
-        .modify(crate::trim::for_cache)
+        .map_ok(move |ev| crate::trim::event_for_cache(ev, group))
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream_with(objects, reader, ar.clone())
+    let controller = Controller::for_stream_with(objects, reader, group)
         .owns_with(secret_api, (), watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")))
         .with_config(ControllerConfig::default().concurrency(shared.config.workers))
         .reconcile_all_on(key_changes);
@@ -344,8 +342,9 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
     let store = controller.store();
     let lanes = Arc::new(Lanes::new(shared.standing.resync_backlog.clone()));
     let backoff = Arc::new(Backoff::default());
-    let resync = futures::stream::once(drain_resync(lanes.clone(), store.clone(), ar, shared.clone(), backoff.clone()))
-        .filter_map(|()| futures::future::ready(None));
+    let resync =
+        futures::stream::once(drain_resync(lanes.clone(), store.clone(), group, shared.clone(), backoff.clone()))
+            .filter_map(|()| futures::future::ready(None));
     let synced = shared.clone();
     shared.standing.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(async move {
@@ -367,11 +366,9 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         }
     });
     let retries = backoff.clone();
-    let sort = move |ss: Arc<SealedSecretObject>, shared: Arc<Shared>| {
-        sort_into_lanes(ss, shared, lanes.clone(), retries.clone())
-    };
-    let policy = move |ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shared>| {
-        Action::requeue(error_policy(ss, error, shared, &backoff))
+    let sort = move |ss: Arc<Cached>, shared: Arc<Shared>| sort_into_lanes(ss, shared, lanes.clone(), retries.clone());
+    let policy = move |ss: Arc<Cached>, error: &Error, shared: Arc<Shared>| {
+        Action::requeue(error_policy(Arc::new(ss.to_object()), error, shared, &backoff))
     };
     let controller = controller.run(sort, policy, shared).map(|res| {
         if let Err(e) = res {
@@ -387,14 +384,15 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
 /// The controller's reconcile: an unchanged object goes to the resync lane, anything else is
 /// reconciled now (see [`crate::lanes`]).
 async fn sort_into_lanes(
-    ss: Arc<SealedSecretObject>,
+    cached: Arc<Cached>,
     shared: Arc<Shared>,
     lanes: Arc<Lanes>,
     backoff: Arc<Backoff>,
 ) -> Result<Action, Error> {
-    let key = (ss.namespace().unwrap_or_default(), ss.name_any());
+    let key = (cached.namespace().unwrap_or_default(), cached.name_any());
     let object = format!("{}/{}", key.0, key.1);
-    match crate::lanes::lane_for(&ss, shared.standing.shards.as_deref()) {
+    let settled = cached.meta().deletion_timestamp.is_none() && cached.is_unchanged();
+    match crate::lanes::lane_of(&key.0, &key.1, settled, shared.standing.shards.as_deref()) {
         // Another replica's shard (a gain requeues it here).
         crate::lanes::Lane::Elsewhere => return Ok(Action::await_change()),
         crate::lanes::Lane::Resync => {
@@ -408,7 +406,7 @@ async fn sort_into_lanes(
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
     // With `--shards`, only objects of the shards this replica holds.
-    let result = crate::shard::reconcile(ss, shared).await;
+    let result = crate::shard::reconcile(Arc::new(cached.to_object()), shared).await;
     if result.is_ok() {
         backoff.succeeded(&object);
     }
@@ -419,8 +417,8 @@ async fn sort_into_lanes(
 /// Retries (errors, failed objects) go back into the lane after their delay.
 async fn drain_resync(
     lanes: Arc<Lanes>,
-    store: reflector::Store<SealedSecretObject>,
-    ar: kube::api::ApiResource,
+    store: reflector::Store<Cached>,
+    group: ApiGroup,
     shared: Arc<Shared>,
     backoff: Arc<Backoff>,
 ) {
@@ -430,7 +428,9 @@ async fn drain_resync(
     loop {
         tokio::select! {
             slot = lanes.next_resync(), if running.len() < workers => {
-                let object = store.get(&ObjectRef::new_with(&slot.key().1, ar.clone()).within(&slot.key().0));
+                let object = store
+                    .get(&ObjectRef::new_with(&slot.key().1, group).within(&slot.key().0))
+                    .map(|c| Arc::new(c.to_object()));
                 let shared = shared.clone();
                 let backoff = backoff.clone();
                 running.push(async move {

@@ -76,6 +76,11 @@ impl DigestKey {
 
 /// Digest of everything the produced Secret depends on.
 pub fn sealed_digest(ss: &SealedSecretObject) -> String {
+    gitseal_shared::hex::encode(&sealed_digest_bytes(ss))
+}
+
+/// [`sealed_digest`] as bytes (what the cache keeps: 32 bytes, not 64 of hex).
+pub fn sealed_digest_bytes(ss: &SealedSecretObject) -> [u8; 32] {
     let mut h = Sha256::new();
     let target = gitseal_shared::seal::target_of(ss).map(|t: Target| t.to_string()).unwrap_or_default();
     h.update(target.as_bytes());
@@ -83,7 +88,7 @@ pub fn sealed_digest(ss: &SealedSecretObject) -> String {
     h.update(serde_json::to_vec(&ss.spec).unwrap_or_default());
     h.update([0]);
     h.update(ss.metadata.uid.as_deref().unwrap_or("").as_bytes());
-    gitseal_shared::hex::encode(&h.finalize())
+    h.finalize().into()
 }
 
 /// Keyed digest of a Secret's type and the given data items, bound to the sealed digest it is
