@@ -325,6 +325,18 @@ pub struct Registry {
 /// How many recently successful keys the registry remembers for ordering.
 pub const MAX_RECENT_KEYS: usize = 64;
 
+/// Added to every count before keys are compared, so that a few objects (or a few finished out
+/// of order by concurrent workers) never reorder the keys: a key moves ahead only when it opened
+/// at least twice as many objects as another, plus this many.
+pub const RANK_SMOOTHING: u64 = 4;
+
+/// A key's place class in [`Registry::usable_recent_first`]: 0 for keys within a factor of two of
+/// the `most` successful one, 1 within a factor of four, and so on.
+fn rank(most: u64, opened: u64) -> u32 {
+    let ratio = most.saturating_add(RANK_SMOOTHING) / opened.saturating_add(RANK_SMOOTHING);
+    ratio.max(1).ilog2()
+}
+
 impl Default for Registry {
     fn default() -> Self {
         Registry {
@@ -587,18 +599,22 @@ impl Registry {
         }
     }
 
-    /// [`usable`](Self::usable), the keys that opened the most SealedSecrets first (by order of
-    /// magnitude), ties and keys never seen newest first: what an object without any hint tries.
-    /// Counting rather than recency keeps round-robin sealed objects from always finding their
-    /// key last.
+    /// [`usable`](Self::usable), the keys that opened clearly more SealedSecrets first, ties and
+    /// keys never seen newest first: what an object without any hint tries.
+    ///
+    /// A key is ranked by how many times fewer objects it opened than the most successful key
+    /// (in powers of two, counts smoothed by [`RANK_SMOOTHING`]): keys that open about as many
+    /// objects as each other share rank 0 and keep a fixed (newest-first, the sort is stable)
+    /// order instead of chasing the last success. With objects spread evenly over the keys any
+    /// fixed order averages (keys + 1)/2 tries; an order that moves the keys that just opened
+    /// an object ahead puts the next key of a round-robin spread last (issue #14: ranks by
+    /// absolute order of magnitude did that whenever the counts crossed a power of two).
     pub fn usable_recent_first(&self) -> Vec<Arc<LoadedKey>> {
         let counts = self.recent.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut keys = self.usable();
         let opened = |k: &LoadedKey| k.decryption.ids().filter_map(|id| counts.get(id)).sum::<u64>();
-        // By order of magnitude, so keys that open about as many objects as each other keep a
-        // fixed (newest-first, the sort is stable) order instead of chasing the last success:
-        // with objects spread evenly over the keys any fixed order averages (keys + 1)/2 tries.
-        keys.sort_by_key(|k| std::cmp::Reverse((opened(k) + 1).ilog2()));
+        let most = keys.iter().map(|k| opened(k)).max().unwrap_or(0);
+        keys.sort_by_key(|k| rank(most, opened(k)));
         keys
     }
 
@@ -718,7 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_that_opened_the_most_objects_come_first_and_the_rest_stay_newest_first() {
+    fn keys_that_opened_clearly_more_objects_come_first_and_the_rest_stay_newest_first() {
         let (a, b, c) = (pair(), pair(), pair());
         let r = Registry::default();
         r.replace_all(vec![
@@ -730,21 +746,88 @@ mod tests {
         assert_eq!(ids(r.usable_recent_first()), ids(r.usable()), "nothing opened yet: newest first");
         let newest_first = ids(r.usable());
         r.note_opened(std::slice::from_ref(&newest_first[2]));
+        assert_eq!(ids(r.usable_recent_first()), newest_first, "one object reorders nothing");
+        for _ in 0..3 {
+            r.note_opened(std::slice::from_ref(&newest_first[2]));
+        }
         assert_eq!(
             ids(r.usable_recent_first()),
-            vec![newest_first[2].clone(), newest_first[0].clone(), newest_first[1].clone()]
+            vec![newest_first[2].clone(), newest_first[0].clone(), newest_first[1].clone()],
+            "4 against none: twice as many, smoothed"
         );
+        r.note_opened(std::slice::from_ref(&newest_first[1]));
         r.note_opened(std::slice::from_ref(&newest_first[1]));
         assert_eq!(
             ids(r.usable_recent_first()),
             vec![newest_first[1].clone(), newest_first[2].clone(), newest_first[0].clone()],
-            "equal counts: newest first"
+            "4 and 2 opened: the same rank, newest first"
         );
-        r.note_opened(std::slice::from_ref(&newest_first[2]));
-        assert_eq!(ids(r.usable_recent_first())[0], newest_first[1], "2 and 1 opened: same magnitude");
-        r.note_opened(std::slice::from_ref(&newest_first[2]));
-        assert_eq!(ids(r.usable_recent_first())[0], newest_first[2], "3 against 1: a magnitude ahead");
         assert_eq!(r.recent.lock().unwrap().len(), 2, "each id is counted once");
+    }
+
+    /// Issue #14: kubeseal-made objects (no key ids) spread evenly over 13 keys, in the order
+    /// they were sealed (round robin, as monthly renewals leave them), reconciled one after the
+    /// other as reconcile does: order the keys, unseal, note what opened. Returns the private
+    /// operations spent per object.
+    fn ops_per_object(r: &Registry, keys: &[KeyPair], sealed_for: impl Fn(usize) -> usize, objects: usize) -> f64 {
+        use gitseal_shared::manifest::secret::PlainSecret;
+        use gitseal_shared::seal::{SealOptions, seal_secret, unseal};
+        use gitseal_shared::value::RecipientSet;
+        let mut spent = 0u64;
+        for i in 0..objects {
+            let doc = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": format!("s{i:05}"), "namespace": "app"},
+                "stringData": {"key0": "a", "key1": "b", "key2": "c"}
+            });
+            let plain = PlainSecret::from_value(&doc).unwrap();
+            let set = RecipientSet::new(vec![keys[sealed_for(i)].cert.recipient().unwrap()]).unwrap();
+            let mut ss = seal_secret(&plain, &set, &SealOptions::default()).unwrap();
+            ss.metadata.annotations = None; // what kubeseal writes: no key-id hint
+            let usable = r.usable_recent_first();
+            let keyring: Vec<_> = usable.iter().map(|k| &k.decryption).collect();
+            let u = unseal(&ss, &keyring).unwrap();
+            spent += u64::from(u.private_ops);
+            r.note_opened(&u.key_ids.into_iter().collect::<Vec<_>>());
+        }
+        spent as f64 / objects as f64
+    }
+
+    #[test]
+    fn objects_spread_evenly_over_13_keys_cost_at_most_keys_plus_one_over_two_plus_the_other_values() {
+        const KEYS: usize = 13;
+        const VALUES: f64 = 3.0;
+        let now = OffsetDateTime::now_utc();
+        // Oldest first, monthly renewals: newest first is then the reverse of the sealing order.
+        let keys: Vec<KeyPair> = (0..KEYS)
+            .map(|i| {
+                let not_before = now - time::Duration::days(30 * (KEYS - i) as i64);
+                gitseal_keys::generate_key_pair(
+                    gitseal_keys::RsaBits::Rsa2048,
+                    "",
+                    not_before,
+                    time::Duration::days(3650),
+                )
+                .unwrap()
+            })
+            .collect();
+        let registry = || {
+            let r = Registry::default();
+            r.replace_all(
+                keys.iter().enumerate().map(|(i, p)| loaded(&format!("k{i:02}"), p, KeyState::Active)).collect(),
+            );
+            r
+        };
+        let bound = (KEYS as f64 + 1.0) / 2.0 + (VALUES - 1.0);
+        // Four rounds: the counts cross 1, 2 and 4, where ranks by absolute order of magnitude
+        // put the next key of the round last (12.0 per object here before the fix).
+        let even = ops_per_object(&registry(), &keys, |i| i % KEYS, 4 * KEYS);
+        assert!(even <= bound, "{even:.2} private operations per object, bound {bound}");
+        // Three objects in four on the oldest key, tried last in a fixed order (about 13.5 per
+        // object): it moves first once it has opened a few, and the average falls well below.
+        let skewed = ops_per_object(&registry(), &keys, |i| if i % 4 == 3 { i % KEYS } else { 0 }, 4 * KEYS);
+        assert!(skewed < 6.0, "{skewed:.2} per object with one key opening most objects");
+        eprintln!("private operations per object: {even:.2} spread evenly, {skewed:.2} skewed");
     }
 
     #[test]

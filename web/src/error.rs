@@ -3,12 +3,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Needed by `scope.rs` (shared with `gitseal-shared`).
-    #[error("invalid scope {0:?}: expected strict, namespace-wide or cluster-wide")]
-    InvalidScope(String),
-    /// Needed by `scope.rs` (shared with `gitseal-shared`).
+    /// A scope that does not parse, or a target it cannot make (`gitseal-shared`'s message).
     #[error("{0}")]
-    MissingTarget(String),
+    Scope(#[from] gitseal_shared::Error),
     #[error("certificate: {0}")]
     Certificate(&'static str),
     #[error("{0}")]

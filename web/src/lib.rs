@@ -5,8 +5,8 @@
 //! seals the same bytes with RustCrypto (`rsa` OAEP-SHA256 encrypt, `aes-gcm`), public-key
 //! operations only, and is deterministic: every random byte is passed in by the caller
 //! ([`seal::RANDOM_BYTES_PER_VALUE`] per value), which the page fills from
-//! `crypto.getRandomValues`. Scopes and OAEP labels are `shared/src/scope.rs` itself, compiled
-//! in here, so labels cannot drift; tests/compat.rs opens what this crate seals with shared's
+//! `crypto.getRandomValues`. Scopes, OAEP labels and YAML writing are `gitseal-shared`'s own
+//! (its `crypto` feature off), so labels and output cannot drift; tests/compat.rs opens what this crate seals with shared's
 //! aws-lc-rs decryption in every scope and checks that the object and its YAML are byte for
 //! byte what `gitseal seal` writes.
 //!
@@ -19,10 +19,9 @@ pub mod error;
 pub mod hybrid;
 pub mod seal;
 
-/// Sealing scopes and OAEP labels: the very file `gitseal-shared` compiles, so the page and
-/// the CLI cannot disagree about a label.
-#[path = "../../shared/src/scope.rs"]
-pub mod scope;
+/// Sealing scopes and OAEP labels: `gitseal-shared`'s own (built without its aws-lc-rs parts),
+/// so the page and the CLI cannot disagree about a label.
+pub use gitseal_shared::scope;
 
 #[cfg(target_arch = "wasm32")]
 mod abi;

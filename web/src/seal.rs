@@ -233,28 +233,9 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-/// One object as YAML with sorted keys, exactly as `gitseal_shared::manifest::to_yaml`.
+/// One object as YAML with sorted keys: `gitseal_shared::manifest::to_yaml` itself.
 pub fn to_yaml(v: &Value) -> Result<String> {
-    let mut options = serde_saphyr::SerializerOptions::default();
-    options.prefer_block_scalars = false;
-    let mut s = serde_saphyr::to_string_with_options(&sort_keys(v), options)
-        .map_err(|_| Error::Request("cannot write YAML".into()))?;
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    Ok(s)
-}
-
-fn sort_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut entries: Vec<_> = m.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sort_keys(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.iter().map(sort_keys).collect()),
-        other => other.clone(),
-    }
+    gitseal_shared::manifest::to_yaml(v).map_err(|_| Error::Request("cannot write YAML".into()))
 }
 
 /// The JSON the wasm ABI answers: `{"ok":true,…Sealed}` or `{"ok":false,"error":"…"}`.

@@ -8,6 +8,7 @@
 pub mod rewrite {
     pub use gitseal_yaml_rewrite::*;
 }
+#[cfg(feature = "crypto")]
 pub mod secret;
 
 use serde_json::Value;
