@@ -564,20 +564,7 @@ async fn write_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret:
         };
         match done {
             Ok(()) => {
-                let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
-                rec.key_id = key_id.map(ToString::to_string);
-                rec.caller =
-                    Some(gitseal_shared::audit::Caller { user: "gitseal-controller".into(), groups: Vec::new() });
-                rec.message = Some(format!("key Secret {name} written back from memory"));
-                shared.audit.write(rec);
-                tracing::warn!(secret = %name, attempt, "key Secret written back from memory");
-                publish_key_event(
-                    shared,
-                    name,
-                    EventType::Normal,
-                    "KeySecretRestored",
-                    format!("key Secret {name} was written back from the controller's memory"),
-                );
+                written_back(shared, name, key_id, attempt);
                 return;
             }
             Err(e) => {
@@ -588,6 +575,23 @@ async fn write_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret:
         tokio::time::sleep(RESTORE_RETRY).await;
     }
     restore_failed(shared, name, key_id, &last);
+}
+
+/// Report a key Secret written back from memory: audit `KeyRestored`, a log line, an Event.
+pub(crate) fn written_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, attempt: u32) {
+    let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
+    rec.key_id = key_id.map(ToString::to_string);
+    rec.caller = Some(gitseal_shared::audit::Caller { user: "gitseal-controller".into(), groups: Vec::new() });
+    rec.message = Some(format!("key Secret {name} written back from memory"));
+    shared.audit.write(rec);
+    tracing::warn!(secret = %name, attempt, "key Secret written back from memory");
+    publish_key_event(
+        shared,
+        name,
+        EventType::Normal,
+        "KeySecretRestored",
+        format!("key Secret {name} was written back from the controller's memory"),
+    );
 }
 
 fn restore_failed(shared: &Shared, name: &str, key_id: Option<&KeyId>, why: &str) {

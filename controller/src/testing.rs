@@ -40,6 +40,24 @@ pub fn shared_on(client: kube::Client, extra: &[&str], audit: Box<dyn std::io::W
     Arc::new(shared)
 }
 
+/// A digest key in `shared` and `app/db` (`password: hunter2`) sealed for its first usable key,
+/// generation 1: the object the scripted-API tests reconcile.
+pub fn sealed_db(shared: &Shared) -> gitseal_shared::types::SealedSecretObject {
+    use gitseal_shared::manifest::secret::PlainSecret;
+    use gitseal_shared::seal::{SealOptions, seal_secret};
+    use gitseal_shared::value::RecipientSet;
+    shared.registry.set_digest_key(crate::decide::DigestKey::generate().expect("digest key"));
+    let recipient = shared.registry.usable().first().expect("fixture key").cert.recipient().expect("recipient");
+    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "app"},
+                                 "stringData": {"password": "hunter2"}});
+    let plain = PlainSecret::from_value(&doc).expect("plain Secret");
+    let set = RecipientSet::new(vec![recipient]).expect("recipients");
+    let mut ss = seal_secret(&plain, &set, &SealOptions::default()).expect("seal");
+    ss.metadata.uid = Some("uid-1".into());
+    ss.metadata.generation = Some(1);
+    ss
+}
+
 /// Shared state with no key loaded (a controller right after start), `extra` flags, auditing to `audit`.
 pub fn shared_without_keys(extra: &[&str], audit: Box<dyn std::io::Write + Send>) -> Arc<Shared> {
     let mut args = vec!["gitseal-controller", "--namespace", "gitseal-system"];

@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::events::EventType;
 
-use super::{RESTORE_ATTEMPTS, RESTORE_RETRY, publish_key_event, restore_failed, restored_key_secret};
+use super::{RESTORE_ATTEMPTS, RESTORE_RETRY, publish_key_event, restore_failed, restored_key_secret, written_back};
 use crate::Shared;
 use crate::audit::AuditLog;
 use crate::registry::{KeyState, LoadedKey, RESTORED_BY_ANNOTATION, Replaced, replacement};
@@ -120,20 +120,7 @@ pub(crate) async fn overwrite(shared: &Shared, name: &str, key_id: Option<&KeyId
         };
         match step {
             Ok(()) => {
-                let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
-                rec.key_id = key_id.map(ToString::to_string);
-                rec.caller =
-                    Some(gitseal_shared::audit::Caller { user: "gitseal-controller".into(), groups: Vec::new() });
-                rec.message = Some(format!("key Secret {name} written back from memory"));
-                shared.audit.write(rec);
-                tracing::warn!(secret = %name, attempt, "key Secret written back from memory");
-                publish_key_event(
-                    shared,
-                    name,
-                    EventType::Normal,
-                    "KeySecretRestored",
-                    format!("key Secret {name} was written back from the controller's memory"),
-                );
+                written_back(shared, name, key_id, attempt);
                 return;
             }
             // Changed since it was read: read again at once.

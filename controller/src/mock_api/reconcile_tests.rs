@@ -3,10 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gitseal_shared::manifest::secret::PlainSecret;
-use gitseal_shared::seal::{SealOptions, seal_secret};
 use gitseal_shared::types::SealedSecretObject;
-use gitseal_shared::value::RecipientSet;
 use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::json;
@@ -14,7 +11,6 @@ use serde_json::json;
 use super::{Seen, Step, client};
 use crate::Shared;
 use crate::backoff::Backoff;
-use crate::decide::DigestKey;
 use crate::reconcile::{Error, error_policy, reconcile};
 use crate::testing::{Lines, shared_on};
 
@@ -56,15 +52,7 @@ async fn run_with(script: Vec<Step>, deleting: bool, setup: impl FnOnce(&Shared)
     let audit = Lines::default();
     let shared = shared_on(client, &[], Box::new(audit.clone()));
     setup(&shared);
-    shared.registry.set_digest_key(DigestKey::generate().expect("digest key"));
-    let recipient = shared.registry.usable().first().expect("fixture key").cert.recipient().expect("recipient");
-    let doc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "app"},
-                     "stringData": {"password": "hunter2"}});
-    let plain = PlainSecret::from_value(&doc).expect("plain Secret");
-    let set = RecipientSet::new(vec![recipient]).expect("recipients");
-    let mut ss = seal_secret(&plain, &set, &SealOptions::default()).expect("seal");
-    ss.metadata.uid = Some("uid-1".into());
-    ss.metadata.generation = Some(1);
+    let mut ss = crate::testing::sealed_db(&shared);
     if deleting {
         ss.metadata.deletion_timestamp = Some(serde_json::from_value(json!("2026-11-30T08:00:00Z")).expect("time"));
     }

@@ -5,10 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gitseal_shared::manifest::secret::PlainSecret;
-use gitseal_shared::seal::{SealOptions, seal_secret};
 use gitseal_shared::types::SealedSecretObject;
-use gitseal_shared::value::RecipientSet;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::json;
@@ -16,7 +13,6 @@ use tokio::time::Instant;
 
 use super::{Shards, plan};
 use crate::Shared;
-use crate::decide::DigestKey;
 use crate::testing::{Lines, shared_on};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -39,15 +35,7 @@ fn setup() -> Setup {
     let audit = Lines::default();
     let args = ["--leader-elect", "--shards=2", "--lease-duration=3s"];
     let shared = shared_on(client, &args, Box::new(audit.clone()));
-    shared.registry.set_digest_key(DigestKey::generate().expect("digest key"));
-    let recipient = shared.registry.usable().first().expect("fixture key").cert.recipient().expect("recipient");
-    let doc = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "app"},
-                     "stringData": {"password": "hunter2"}});
-    let plain = PlainSecret::from_value(&doc).expect("plain Secret");
-    let set = RecipientSet::new(vec![recipient]).expect("recipients");
-    let mut ss = seal_secret(&plain, &set, &SealOptions::default()).expect("seal");
-    ss.metadata.uid = Some("uid-1".into());
-    ss.metadata.generation = Some(1);
+    let ss = crate::testing::sealed_db(&shared);
     let shards = shared.standing.shards.clone().expect("sharded");
     assert_eq!(shards.margin, Duration::from_millis(500));
     let shard = plan::shard_of("app", "db", shards.count);
