@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use crate::error::Context as _;
 use futures::StreamExt;
-use gitseal_keys::generate_key_pair;
-use gitseal_keys::material::TLS_CRT;
 use gitseal_shared::KeyId;
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use k8s_openapi::ByteString;
@@ -20,15 +18,23 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use time::OffsetDateTime;
 
+mod renewal;
 pub(crate) mod replaced;
+mod write_back;
+
+pub use renewal::{generate, renewal_loop};
+pub(crate) use write_back::{
+    RESTORE_ATTEMPTS, RESTORE_RETRY, digest_key_secret_lost, key_secret_lost, publish_key_event, restore_failed,
+    restored_key_secret, written_back,
+};
 
 use crate::Shared;
 use crate::audit::AuditLog;
 use crate::decide::DigestKey;
 use crate::registry::{
-    BITNAMI_KEY_LABEL, DIGEST_KEY_ITEM, DIGEST_KEY_LABEL_VALUE, DIGEST_KEY_SECRET, GITSEAL_KEY_LABEL, KeyState,
-    LoadedKey, REVOCATION_LIST_ITEM, REVOCATION_LIST_LABEL_VALUE, REVOCATION_LIST_SECRET, RefusedKey,
-    format_revocation_list, parse_revocation_list,
+    DIGEST_KEY_ITEM, DIGEST_KEY_LABEL_VALUE, DIGEST_KEY_SECRET, GITSEAL_KEY_LABEL, KeyState, LoadedKey,
+    REVOCATION_LIST_ITEM, REVOCATION_LIST_LABEL_VALUE, REVOCATION_LIST_SECRET, RefusedKey, format_revocation_list,
+    parse_revocation_list,
 };
 
 /// The label selector of the key watch: gitseal's label; none with `--bitnami-compat`, where a
@@ -245,7 +251,7 @@ pub async fn ensure_digest_key(shared: &Shared) -> crate::error::Result<()> {
     }
 }
 
-fn digest_key_secret(shared: &Shared, key: &DigestKey) -> Secret {
+pub(crate) fn digest_key_secret(shared: &Shared, key: &DigestKey) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(DIGEST_KEY_SECRET.into()),
@@ -261,7 +267,7 @@ fn digest_key_secret(shared: &Shared, key: &DigestKey) -> Secret {
 
 /// Replace the digest key (with a key renewal). Every produced Secret then costs one
 /// re-verification: its annotation was made under the old key.
-async fn rotate_digest_key(shared: &Shared) -> crate::error::Result<()> {
+pub(crate) async fn rotate_digest_key(shared: &Shared) -> crate::error::Result<()> {
     let key = DigestKey::generate().map_err(|_| crate::error::Error::invalid("the system random generator failed"))?;
     let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
     let pp = PatchParams::apply(crate::decide::FIELD_MANAGER).force();
@@ -419,212 +425,6 @@ pub async fn watch_keys(shared: Arc<Shared>) {
     }
 }
 
-/// How often, and how far apart, a deleted key Secret is written back before giving up loudly.
-const RESTORE_ATTEMPTS: u32 = 10;
-const RESTORE_RETRY: Duration = Duration::from_secs(3);
-
-/// A key Secret was deleted while its key was loaded (by hand, by a tool, by someone who can
-/// edit the controller namespace). Bitnami's controller then makes a new key and can no longer
-/// unseal what the old one sealed; gitseal keeps the key in memory (it still unseals and, when
-/// latest, still seals), never makes a new key for it, says so loudly — an error log, a Warning
-/// Event, a `KeySecretDeleted` audit record, `gitseal_key_secrets_deleted_total` (alerted on by
-/// the chart's PrometheusRule) — and writes the Secret back from memory under the same name.
-/// To retire a key on purpose, label it `retired` or `revoked` instead of deleting it. The one
-/// deletion that is no loss: a software key Secret whose key another loaded Secret holds in a
-/// token (`gitseal keys import-to-token`); it leaves the registry and is not written back.
-fn key_secret_lost(shared: &Arc<Shared>, key: Arc<LoadedKey>) {
-    let ns = &shared.config.namespace;
-    let name = key.secret_name.clone();
-    if key.token_object.is_none() && shared.registry.in_token_elsewhere(key.id(), &name) {
-        // `gitseal keys import-to-token`: the key lives on in the token; its plaintext copy is
-        // gone on purpose and must never be written back.
-        shared.registry.remove(&name);
-        tracing::info!(secret = %name, key_id = %key.id(), "software key Secret deleted; the key is held in the token");
-        let mut rec = AuditLog::record("KeyMovedToToken", AuditOutcome::Success);
-        rec.key_id = Some(key.id().to_string());
-        rec.message = Some(format!("key Secret {ns}/{name} deleted; the key is kept only in the PKCS#11 token"));
-        shared.audit.write(rec);
-        update_key_metrics(shared);
-        return;
-    }
-    shared.metrics.key_secrets_deleted.inc();
-    let message = format!(
-        "key Secret {ns}/{name} (key {}) was deleted while loaded; the key stays in memory and in use, and the Secret is written back from memory",
-        key.id()
-    );
-    tracing::error!(secret = %name, key_id = %key.id(), "a loaded key Secret was deleted; keeping the key and restoring the Secret");
-    let mut rec = AuditLog::record("KeySecretDeleted", AuditOutcome::Failure);
-    rec.key_id = Some(key.id().to_string());
-    rec.reason = Some("DeletedWhileLoaded".into());
-    rec.message = Some(message.clone());
-    shared.audit.write(rec);
-    publish_key_event(shared, &name, EventType::Warning, "KeySecretDeleted", message);
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let secret = match restored_key_secret(&shared, &key) {
-            Ok(s) => s,
-            Err(e) => {
-                restore_failed(&shared, &name, Some(key.id()), &crate::error::report(&e));
-                return;
-            }
-        };
-        write_back(&shared, &name, Some(key.id()), secret).await;
-    });
-}
-
-/// The digest-key Secret was deleted: the key in memory goes back under the same name (a new
-/// one would cost every SealedSecret a re-verification), as loudly as a sealing key.
-fn digest_key_secret_lost(shared: &Arc<Shared>, key: Arc<DigestKey>) {
-    shared.metrics.key_secrets_deleted.inc();
-    let message = format!(
-        "the digest-key Secret {}/{DIGEST_KEY_SECRET} (digest key {}) was deleted; it is written back from memory",
-        shared.config.namespace,
-        key.id()
-    );
-    tracing::error!(secret = DIGEST_KEY_SECRET, "the digest-key Secret was deleted; restoring it from memory");
-    let mut rec = AuditLog::record("KeySecretDeleted", AuditOutcome::Failure);
-    rec.reason = Some("DeletedWhileLoaded".into());
-    rec.message = Some(message.clone());
-    shared.audit.write(rec);
-    publish_key_event(shared, DIGEST_KEY_SECRET, EventType::Warning, "KeySecretDeleted", message);
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let secret = digest_key_secret(&shared, &key);
-        write_back(&shared, DIGEST_KEY_SECRET, None, secret).await;
-    });
-}
-
-/// The key Secret as the controller would have written it: the state in gitseal's label (and
-/// Bitnami's for an active or revoked key), the key material, the pending-backup mark.
-fn restored_key_secret(shared: &Shared, key: &LoadedKey) -> crate::error::Result<Secret> {
-    // A key in a token: the Secret only ever held its certificate and the token object's name.
-    let (data, type_) = match &key.token_object {
-        Some(_) => ([(TLS_CRT.to_string(), ByteString(key.cert.pem().as_bytes().to_vec()))].into(), "Opaque"),
-        None => (
-            gitseal_keys::generate::export_secret_data(&key.cert, &key.decryption)?
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                .collect(),
-            "kubernetes.io/tls",
-        ),
-    };
-    let mut labels = std::collections::BTreeMap::new();
-    let bitnami_state = match key.state {
-        KeyState::Active => Some("active"),
-        KeyState::Revoked => Some("compromised"),
-        KeyState::Retired => None,
-    };
-    if let Some(b) = bitnami_state {
-        labels.insert(BITNAMI_KEY_LABEL.to_string(), b.to_string());
-    }
-    if !key.bitnami {
-        labels.insert(GITSEAL_KEY_LABEL.to_string(), key.state.as_str().to_string());
-    }
-    let mut annotations = std::collections::BTreeMap::from([(
-        crate::registry::RESTORED_BY_ANNOTATION.to_string(),
-        "gitseal-controller (from memory, after the Secret was deleted)".to_string(),
-    )]);
-    if key.pending_backup {
-        annotations.insert(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string());
-    }
-    annotations.extend(key.token_object.clone().unwrap_or_default());
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(key.secret_name.clone()),
-            namespace: Some(shared.config.namespace.clone()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            ..Default::default()
-        },
-        type_: Some(type_.into()),
-        data: Some(data),
-        ..Default::default()
-    })
-}
-
-/// Create `secret` again, retrying; already there (someone restored it first) is success.
-async fn write_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, secret: Secret) {
-    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
-    let mut last = String::new();
-    for attempt in 1..=RESTORE_ATTEMPTS {
-        let done = match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => Ok(()),
-            // Someone wrote a Secret of that name first: restored only if it holds the same data;
-            // otherwise it took the name (e.g. without the key label, which the watch does not
-            // see): it is overwritten as a replaced key Secret is.
-            Err(kube::Error::Api(ae)) if ae.code == 409 => match api.get_opt(name).await {
-                Ok(Some(found)) if found.data == secret.data => Ok(()),
-                Ok(_) => {
-                    tracing::warn!(secret = %name, "another Secret took the deleted key Secret's name; overwriting it");
-                    return Box::pin(replaced::overwrite(shared, name, key_id, secret)).await;
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match done {
-            Ok(()) => {
-                written_back(shared, name, key_id, attempt);
-                return;
-            }
-            Err(e) => {
-                last = e.to_string();
-                tracing::warn!(secret = %name, attempt, error = %e, "cannot write the key Secret back yet");
-            }
-        }
-        tokio::time::sleep(RESTORE_RETRY).await;
-    }
-    restore_failed(shared, name, key_id, &last);
-}
-
-/// Report a key Secret written back from memory: audit `KeyRestored`, a log line, an Event.
-pub(crate) fn written_back(shared: &Shared, name: &str, key_id: Option<&KeyId>, attempt: u32) {
-    let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Success);
-    rec.key_id = key_id.map(ToString::to_string);
-    rec.caller = Some(gitseal_shared::audit::Caller { user: "gitseal-controller".into(), groups: Vec::new() });
-    rec.message = Some(format!("key Secret {name} written back from memory"));
-    shared.audit.write(rec);
-    tracing::warn!(secret = %name, attempt, "key Secret written back from memory");
-    publish_key_event(
-        shared,
-        name,
-        EventType::Normal,
-        "KeySecretRestored",
-        format!("key Secret {name} was written back from the controller's memory"),
-    );
-}
-
-fn restore_failed(shared: &Shared, name: &str, key_id: Option<&KeyId>, why: &str) {
-    let message = format!(
-        "key Secret {name} could not be written back ({why}); the key is only in memory: take a backup now (gitseal keys backup)"
-    );
-    tracing::error!(secret = %name, error = %why, "key Secret not restored; the key is only in memory");
-    let mut rec = AuditLog::record("KeyRestored", AuditOutcome::Failure);
-    rec.key_id = key_id.map(ToString::to_string);
-    rec.reason = Some("WriteBackFailed".into());
-    rec.message = Some(message.clone());
-    shared.audit.write(rec);
-    publish_key_event(shared, name, EventType::Warning, "KeySecretRestoreFailed", message);
-}
-
-/// An Event about key Secret `name` in the controller namespace (sent in the background).
-pub(crate) fn publish_key_event(shared: &Shared, name: &str, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "KeyCustody".into(), secondary: None };
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Secret".into()),
-        namespace: Some(shared.config.namespace.clone()),
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
-    let recorder = shared.recorder.clone();
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, "cannot publish a key custody event");
-        }
-    });
-}
-
 /// Load refused keys whose certificate has become valid (within the allowed skew).
 async fn recheck_refused(shared: &Arc<Shared>) {
     let horizon = OffsetDateTime::now_utc() + shared.config.key_max_clock_skew;
@@ -682,177 +482,10 @@ pub fn update_key_metrics(shared: &Shared) {
     }
 }
 
-/// Generate a key, store it as a Secret, register it. `why` goes into the audit record.
-pub async fn generate(
-    shared: &Shared,
-    why: &str,
-    caller: Option<gitseal_shared::audit::Caller>,
-) -> crate::error::Result<KeyId> {
-    let cfg = &shared.config;
-    let (bits, cn, ttl) = (cfg.key_size, cfg.my_cn.clone(), cfg.key_ttl);
-    // Certificates carry whole seconds and "latest" is the greatest NotBefore: a key made in the
-    // same second as the newest one would tie with it, so start one second after it.
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
-    let not_before = match shared.registry.all().iter().filter_map(|k| k.not_before()).max() {
-        Some(newest) if newest >= now => newest + time::Duration::seconds(1),
-        _ => now,
-    };
-    // Only a renewal waits for a backup: the very first key has nothing to stand in for it.
-    let renewal = shared.registry.latest().is_some();
-    let (generated, secret) = match shared.token.get() {
-        Some(token) => {
-            // In the token: the Secret holds the certificate and the object's name only. It
-            // cannot be backed up, so it never waits for a backup.
-            let token = token.clone();
-            let (cert, object) = tokio::task::spawn_blocking(move || token.generate(bits, &cn, not_before, ttl))
-                .await
-                .context("key generation task failed")??;
-            let data = [(TLS_CRT.to_string(), ByteString(cert.pem().as_bytes().to_vec()))].into();
-            let secret =
-                key_secret(cfg, &[(GITSEAL_KEY_LABEL, "active")], crate::token::annotations(&object), "Opaque", data);
-            (Generated::Token(cert, object), secret)
-        }
-        None => {
-            let pair = tokio::task::spawn_blocking(move || generate_key_pair(bits, &cn, not_before, ttl))
-                .await
-                .context("key generation task failed")??;
-            let data = pair.secret_data()?.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
-            let mut annotations = std::collections::BTreeMap::new();
-            if cfg.require_key_backup && renewal {
-                annotations.insert(crate::registry::PENDING_BACKUP_ANNOTATION.to_string(), "true".to_string());
-            }
-            let labels = [(GITSEAL_KEY_LABEL, "active"), (BITNAMI_KEY_LABEL, "active")];
-            (Generated::Memory(Box::new(pair)), key_secret(cfg, &labels, annotations, "kubernetes.io/tls", data))
-        }
-    };
-    let pending_backup = matches!(generated, Generated::Memory(_)) && cfg.require_key_backup && renewal;
-    let api: Api<Secret> = Api::namespaced(shared.client.clone(), &cfg.namespace);
-    let created = match api.create(&PostParams::default(), &secret).await {
-        Ok(s) => s,
-        Err(e) => {
-            let mut rec = AuditLog::record("KeyGenerated", AuditOutcome::Failure);
-            rec.reason = Some("CreateFailed".into());
-            rec.message = Some(e.to_string());
-            rec.caller = caller;
-            shared.audit.write(rec);
-            return Err(e).context("cannot store the new key Secret");
-        }
-    };
-    let name = created.metadata.name.clone().unwrap_or_default();
-    let mut loaded = match generated {
-        Generated::Memory(pair) => LoadedKey::from_pair(name.clone(), *pair, KeyState::Active)?,
-        Generated::Token(cert, object) => {
-            let token = shared.token.get().context("the PKCS#11 token is gone")?.clone();
-            // A token call blocks (a session may be busy with unseals): not on the runtime.
-            let (cert, object, key) = tokio::task::spawn_blocking(move || {
-                let key = token.key(&object, &cert);
-                key.map(|k| (cert, object, k))
-            })
-            .await
-            .context("the token task failed")??;
-            LoadedKey {
-                secret_name: name.clone(),
-                cert,
-                decryption: gitseal_shared::value::DecryptionKey::from_rsa(key, None),
-                state: KeyState::Active,
-                bitnami: false,
-                pending_backup: false,
-                created: None,
-                token_object: Some(crate::token::annotations(&object)),
-            }
-        }
-    };
-    let id = loaded.id().clone();
-    loaded.pending_backup = pending_backup;
-    loaded.created = created.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
-    shared.registry.upsert(loaded);
-    update_key_metrics(shared);
-    let mut rec = AuditLog::record("KeyGenerated", AuditOutcome::Success);
-    rec.key_id = Some(id.to_string());
-    rec.reason = Some(why.into());
-    rec.message = Some(format!("key Secret {}/{name}", cfg.namespace));
-    rec.caller = caller;
-    shared.audit.write(rec);
-    tracing::info!(key_id = %id, secret = %name, reason = why, "generated a sealing key");
-    // The digest key is rotated with the sealing keys (one re-verification per SealedSecret).
-    if renewal && let Err(e) = rotate_digest_key(shared).await {
-        tracing::warn!(error = %crate::error::report(&e), "digest key not rotated; keeping the current one");
-    }
-    Ok(id)
-}
-
-/// A new key before it is registered.
-enum Generated {
-    Memory(Box<gitseal_keys::KeyPair>),
-    Token(gitseal_keys::Certificate, gitseal_keys::pkcs11::ObjectRef),
-}
-
-fn key_secret(
-    cfg: &crate::config::Config,
-    labels: &[(&str, &str)],
-    annotations: std::collections::BTreeMap<String, String>,
-    type_: &str,
-    data: std::collections::BTreeMap<String, ByteString>,
-) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            generate_name: Some(cfg.key_prefix.clone()),
-            namespace: Some(cfg.namespace.clone()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            ..Default::default()
-        },
-        type_: Some(type_.into()),
-        data: Some(data),
-        ..Default::default()
-    }
-}
-
-/// Leader only: make the first key, honour the cutoff, and renew every period.
-pub async fn renewal_loop(shared: Arc<Shared>) {
-    let mut synced = shared.standing.keys_synced.subscribe();
-    let _ = synced.wait_for(|s| *s).await;
-    while let Err(e) = ensure_digest_key(&shared).await {
-        tracing::error!(error = %crate::error::report(&e), "no digest key; retrying in 5s");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-    let mut changes = shared.registry.subscribe();
-    loop {
-        let now = OffsetDateTime::now_utc();
-        let latest = shared.registry.latest_not_before();
-        let policy = shared.config.renew;
-        let wait = if policy.needs_new_key(latest, now) {
-            let why = match latest {
-                None => "NoKey",
-                Some(nb) if policy.cutoff.is_some_and(|c| nb < c) => "CutoffTime",
-                Some(_) => "RenewPeriod",
-            };
-            match generate(&shared, why, None).await {
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::error!(error = %crate::error::report(&e), "key generation failed; retrying in 30s");
-                    Some(Duration::from_secs(30))
-                }
-            }
-        } else {
-            latest.and_then(|nb| policy.next_renewal_in(nb, now)).and_then(|d| Duration::try_from(d).ok())
-        };
-        let sleep = async {
-            match wait {
-                Some(d) => tokio::time::sleep(d).await,
-                None => futures::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = sleep => {}
-            changed = changes.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gitseal_keys::generate_key_pair;
 
     /// Issue 11: key loading (a token lookup may wait for a session) runs beside the watch, not
     /// in it. On a one-thread runtime, work that waits for another task of that runtime finishes
