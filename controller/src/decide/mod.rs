@@ -374,16 +374,16 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
 
 fn failed(inp: &Inputs<'_>, reason: Reason, message: String, private_ops: u32) -> Decision {
     let outcome = Outcome::Failed(reason);
-    Decision {
-        outcome,
-        apply: None,
-        status: next_status(inp.ss, false, reason.as_str(), &message, None, inp.now),
-        event: outcome.event_reason().map(|r| EventSpec { warning: true, reason: r, note: message.clone() }),
-        key_ids: Vec::new(),
-        private_ops,
-        message,
-        data_changed: false,
-    }
+    let status = next_status(inp.ss, false, reason.as_str(), &message, None, inp.now);
+    // A failure the status already reports for this generation (same reason, same message) is
+    // not announced again on every retry: a token down for an hour would otherwise make one
+    // Warning Event per object per backoff step. Events mark changes; the status keeps saying it.
+    let event = status.as_ref().and(outcome.event_reason()).map(|r| EventSpec {
+        warning: true,
+        reason: r,
+        note: message.clone(),
+    });
+    Decision { outcome, apply: None, status, event, key_ids: Vec::new(), private_ops, message, data_changed: false }
 }
 
 /// Item names the SealedSecret manages in its Secret.
@@ -659,6 +659,24 @@ mod tests {
         let ss = sealed(&keys().0, &[(SKIP_OWNER_REFERENCES_ANNOTATION, "true")]);
         let d = run(&ss, &[&k], &[], None);
         assert!(d.apply.as_ref().unwrap().metadata.owner_references.is_none());
+    }
+
+    /// A retried failure the status already reports makes no new Event (a token down for an hour
+    /// must not make one per object per backoff step); a new generation that fails again does.
+    #[test]
+    fn a_failure_already_in_the_status_is_not_announced_again_until_the_object_changes() {
+        let other = keys().1.decryption_key().unwrap();
+        let ss = sealed(&keys().0, &[]);
+        let first = run(&ss, &[&other], &[], None);
+        assert_eq!(first.event.as_ref().map(|e| e.reason), Some("DecryptFailed"));
+        let ss = with_status(ss, &first);
+        let retried = run(&ss, &[&other], &[], None);
+        assert_eq!(retried.outcome, Outcome::Failed(Reason::DecryptFailed));
+        assert!(retried.status.is_none() && retried.event.is_none(), "nothing new to say");
+        let mut changed = ss.clone();
+        changed.metadata.generation = Some(ss.metadata.generation.unwrap_or(1) + 1);
+        let again = run(&changed, &[&other], &[], None);
+        assert_eq!(again.event.as_ref().map(|e| e.reason), Some("DecryptFailed"));
     }
 
     #[test]
