@@ -731,24 +731,6 @@ async fn audit_access_lists_exactly_the_subjects_granted_directly_by_group_by_wi
     Ok(())
 }
 
-/// A fresh SoftHSM token under `dir` labelled `label`: (SOFTHSM2_CONF, PIN file).
-fn softhsm_token(dir: &Path, label: &str) -> (PathBuf, PathBuf) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display());
-    std::fs::write(&conf, text).unwrap();
-    let out = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label, "--pin", "4321", "--so-pin", "8765"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util (tests/peers/install.sh installs softhsm2)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pin = dir.join("pin");
-    std::fs::write(&pin, "4321\n").unwrap();
-    (conf, pin)
-}
-
 /// The key ids of every RSA private key (PEM, PKCS#8 or PKCS#1 DER) in any Secret of the cluster.
 async fn private_keys_in_cluster(admin: &kube::Client) -> anyhow::Result<Vec<gitseal_shared::KeyId>> {
     use gitseal_keys::RsaPrivateKey;
@@ -780,16 +762,12 @@ async fn import_to_token_leaves_no_plaintext_key_and_rotation_makes_the_next_key
     const LABEL: &str = "gitseal-drill";
     let plane = ControlPlane::shared().await?;
     let work = tempfile::tempdir()?;
-    let (conf, pin) = softhsm_token(work.path(), LABEL);
-    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    let token = gitseal_tests::softhsm::SoftHsmToken::init(work.path(), LABEL)?;
+    let (pin, module) = (token.pin_file.clone(), gitseal_tests::softhsm::module());
     with_temp_ns(|ns| async move {
         let admin = plane.client()?;
-        let token_flags = [
-            format!("--pkcs11-module={module}"),
-            format!("--pkcs11-token-label={LABEL}"),
-            format!("--pkcs11-pin-file={}", pin.display()),
-        ];
-        let conf = conf.display().to_string();
+        let token_flags = token.controller_flags();
+        let conf = token.conf_env();
         let env = [("SOFTHSM2_CONF", conf.as_str())];
         let flags: Vec<&str> = token_flags.iter().map(String::as_str).collect();
         let c = Controller::start_with_env(plane, &ns, &flags, &env).await?;

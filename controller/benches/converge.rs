@@ -21,11 +21,9 @@ use gitseal_shared::types::ApiGroup;
 use gitseal_tests::bitnami::{BitnamiController, BitnamiOptions};
 use gitseal_tests::gitseal::{GitsealController, Launch};
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, http_get};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
 
 mod support;
-use support::{env_usize, sealed};
+use support::{env_usize, sealed, wait_secrets};
 
 async fn create_all(client: &kube::Client, objects: &[serde_json::Value]) -> Duration {
     let start = Instant::now();
@@ -44,25 +42,6 @@ async fn create_all(client: &kube::Client, objects: &[serde_json::Value]) -> Dur
     start.elapsed()
 }
 
-/// Poll until `n` Secrets exist in the namespace; returns the time from `since`.
-async fn wait_secrets(ns: &TestNamespace, n: usize, since: Instant) -> Duration {
-    let api: Api<Secret> = ns.api();
-    loop {
-        let count = api.list_metadata(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0);
-        // Each namespace also holds the controller's key Secret(s): count only produced ones.
-        let keys = api
-            .list_metadata(&ListParams::default().labels("sealedsecrets.bitnami.com/sealed-secrets-key"))
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
-        if count.saturating_sub(keys) >= n {
-            return since.elapsed();
-        }
-        assert!(since.elapsed() < Duration::from_secs(1800), "no convergence after 30 min ({count} Secrets)");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn metric(url: &str, series: &str) -> f64 {
     let Ok((_, body)) = http_get(url).await else { return 0.0 };
     String::from_utf8_lossy(&body)
@@ -73,38 +52,18 @@ async fn metric(url: &str, series: &str) -> f64 {
 
 /// The cold start again with the key in a SoftHSM2 token: same objects, own namespace.
 async fn token_cold_start(plane: &ControlPlane, binary: &Path, n: usize, values: usize) {
-    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    let module = gitseal_tests::softhsm::module();
     if !Path::new(&module).exists() {
         println!("  (no SoftHSM2 at {module}: the token cold start is skipped)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
-    )
-    .unwrap();
-    let out = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "bench", "--pin", "4321", "--so-pin", "8765"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, "4321").unwrap();
+    let token = gitseal_tests::softhsm::SoftHsmToken::init(dir.path(), "bench").unwrap();
     let client = plane.client().unwrap();
     let ns = TestNamespace::create(client.clone()).await.unwrap();
-    let flags = [
-        "--key-renew-period=0".to_string(),
-        "--log-level=warn".to_string(),
-        format!("--pkcs11-module={module}"),
-        "--pkcs11-token-label=bench".to_string(),
-        format!("--pkcs11-pin-file={}", pin.display()),
-    ];
-    let conf = conf.display().to_string();
+    let mut flags = vec!["--key-renew-period=0".to_string(), "--log-level=warn".to_string()];
+    flags.extend(token.controller_flags());
+    let conf = token.conf_env();
     let start = |name: &'static str| {
         let (ns, flags, conf) = (ns.name().to_string(), &flags, &conf);
         async move {

@@ -29,12 +29,12 @@ use gitseal_tests::gitseal::GitsealController;
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, exec_binary, http_get};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 mod support;
-use support::{env_usize, sealed};
+use support::{env_usize, sealed, wait_secrets};
 
 const LIMIT: Duration = Duration::from_secs(1800);
 const OPS: &str = "gitseal_private_key_operations_total{caller=\"reconcile\",outcome=\"ok\"}";
@@ -50,24 +50,6 @@ async fn create_all(client: &kube::Client, objects: Vec<serde_json::Value>) -> D
         })
         .await;
     start.elapsed()
-}
-
-/// Poll until `n` produced Secrets (label `gitseal.dev/managed` or Bitnami's owner) exist.
-async fn wait_secrets(ns: &TestNamespace, n: usize, since: Instant) -> Duration {
-    let api: Api<Secret> = ns.api();
-    loop {
-        let all = api.list_metadata(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0);
-        let keys = api
-            .list_metadata(&ListParams::default().labels("sealedsecrets.bitnami.com/sealed-secrets-key"))
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
-        if all.saturating_sub(keys) >= n {
-            return since.elapsed();
-        }
-        assert!(since.elapsed() < LIMIT, "no convergence after 30 min ({all} Secrets)");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn metric(url: &str, series: &str) -> f64 {

@@ -42,6 +42,7 @@ pub mod playground;
 mod process;
 pub mod reaper;
 pub mod service_route;
+pub mod softhsm;
 
 pub use cluster::{
     TestNamespace, apply_json, install_crds, install_crds_yaml, parse_crds, wait_for, wait_for_object, with_temp_ns,

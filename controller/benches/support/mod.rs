@@ -28,3 +28,28 @@ pub fn sealed_named(cert: &Certificate, ns: &str, name: &str, values: usize, api
     let set = RecipientSet::new(vec![cert.recipient().unwrap()]).unwrap();
     serde_json::to_value(seal_secret(&plain, &set, &SealOptions { api, ..Default::default() }).unwrap()).unwrap()
 }
+
+/// Poll until `n` produced Secrets exist in `ns` (its key Secrets, gitseal's or Bitnami's, not
+/// counted); the time from `since`. Gives up after 30 minutes.
+pub async fn wait_secrets(
+    ns: &gitseal_tests::TestNamespace,
+    n: usize,
+    since: std::time::Instant,
+) -> std::time::Duration {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams};
+    let api: Api<Secret> = ns.api();
+    loop {
+        let all = api.list_metadata(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0);
+        let keys = api
+            .list_metadata(&ListParams::default().labels("sealedsecrets.bitnami.com/sealed-secrets-key"))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0);
+        if all.saturating_sub(keys) >= n {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < std::time::Duration::from_secs(1800), "no convergence after 30 min ({all} Secrets)");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

@@ -4,8 +4,6 @@
 //! OAEP-SHA256 with a label), no Secret in the cluster holds the private key, and a software
 //! key planted beside it keeps unsealing (a mixed keyring).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use gitseal_keys::RsaPrivateKey;
@@ -13,6 +11,7 @@ use gitseal_keys::material::{KEY_BACKEND_ANNOTATION, TLS_KEY};
 use gitseal_shared::KeyId;
 use gitseal_shared::manifest::parse_documents;
 use gitseal_shared::types::ApiGroup;
+use gitseal_tests::softhsm::SoftHsmToken;
 use gitseal_tests::{ControlPlane, Peer, exec_binary, with_temp_ns};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -22,24 +21,6 @@ use serde_json::{Value, json};
 use crate::fixture::{Gitseal, seal, secret_with};
 
 const LABEL: &str = "gitseal-e2e";
-
-/// A fresh SoftHSM token under `dir`: (SOFTHSM2_CONF, PIN file).
-fn softhsm_token(dir: &Path) -> (PathBuf, PathBuf) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    let text = format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display());
-    std::fs::write(&conf, text).unwrap();
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL, "--pin", "4321", "--so-pin", "8765"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util (tests/peers/install.sh installs softhsm2)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pin = dir.join("pin");
-    std::fs::write(&pin, "4321\n").unwrap();
-    (conf, pin)
-}
 
 async fn kubeseal(cert_url: &str, secret: &Value, scope: &str) -> anyhow::Result<Value> {
     let args = ["--cert", cert_url, "-o", "json", "--scope", scope];
@@ -73,17 +54,12 @@ fn private_key_ids(value: &[u8]) -> Vec<KeyId> {
 async fn a_key_generated_in_a_softhsm_token_unseals_kubeseal_values_and_never_reaches_a_secret() -> anyhow::Result<()> {
     let plane = ControlPlane::shared().await?;
     let dir = tempfile::tempdir()?;
-    let (conf, pin) = softhsm_token(dir.path());
-    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    let token = SoftHsmToken::init(dir.path(), LABEL)?;
     with_temp_ns(|ns| async move {
-        let flags = [
-            format!("--pkcs11-module={module}"),
-            format!("--pkcs11-token-label={LABEL}"),
-            format!("--pkcs11-pin-file={}", pin.display()),
-            "--key-renew-period=0".to_string(),
-        ];
+        let mut flags = token.controller_flags();
+        flags.push("--key-renew-period=0".to_string());
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let conf = conf.display().to_string();
+        let conf = token.conf_env();
         let mut g = Gitseal::start_with_env(plane, ns.name(), "gitseal", &flags, &[("SOFTHSM2_CONF", &conf)]).await?;
         g.ready().await?;
         let cert = g.cert().await?;
@@ -180,18 +156,13 @@ async fn a_token_gone_mid_run_reports_key_unavailable_and_every_object_converges
 {
     let plane = ControlPlane::shared().await?;
     let dir = tempfile::tempdir()?;
-    let (conf, pin) = softhsm_token(dir.path());
-    let (tokens, away) = (dir.path().join("tokens"), dir.path().join("tokens-away"));
-    let module = std::env::var("GITSEAL_SOFTHSM2_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
+    let token = SoftHsmToken::init(dir.path(), LABEL)?;
+    let (tokens, away) = (token.tokens.clone(), dir.path().join("tokens-away"));
     with_temp_ns(|ns| async move {
-        let flags = [
-            format!("--pkcs11-module={module}"),
-            format!("--pkcs11-token-label={LABEL}"),
-            format!("--pkcs11-pin-file={}", pin.display()),
-            "--key-renew-period=0".to_string(),
-        ];
+        let mut flags = token.controller_flags();
+        flags.push("--key-renew-period=0".to_string());
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let conf = conf.display().to_string();
+        let conf = token.conf_env();
         let mut g = Gitseal::start_with_env(plane, ns.name(), "gitseal", &flags, &[("SOFTHSM2_CONF", &conf)]).await?;
         g.ready().await?;
         let cert = g.cert().await?;
