@@ -25,7 +25,7 @@ use gitseal_keys::generate::{KeyPair, generate_key_pair};
 use gitseal_shared::manifest::parse_documents;
 use gitseal_shared::types::ApiGroup;
 use gitseal_tests::bitnami::{BitnamiController, BitnamiOptions};
-use gitseal_tests::gitseal::GitsealController;
+use gitseal_tests::gitseal::{GitsealController, Launch};
 use gitseal_tests::{ControlPlane, Peer, TestNamespace, apply_json, exec_binary, http_get};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -154,7 +154,15 @@ impl Run<'_> {
     async fn gitseal(&self, ns: &TestNamespace, name: &'static str, extra: &[&str]) -> GitsealController {
         let mut flags = vec!["--key-renew-period=0", "--log-level=warn"];
         flags.extend_from_slice(extra);
-        GitsealController::start(self.plane, self.binary, ns.name(), Some(ns.name()), name, &flags).await.unwrap()
+        let profile = heaptrack(name);
+        let env: Vec<(&str, &str)> = profile.iter().flat_map(|p| p.env()).collect();
+        let how = gitseal_tests::gitseal::Launch {
+            watch: Some(ns.name()),
+            flags: &flags,
+            env: &env,
+            ..Launch::new(ns.name(), name)
+        };
+        GitsealController::launch(self.plane, self.binary, &how).await.unwrap()
     }
 
     /// gitseal cold start on `objects` already in `ns`; prints time, peak RSS, private ops.
@@ -336,6 +344,38 @@ async fn big(run: &Run<'_>) {
     }
 }
 
+/// `GITSEAL_BENCH_HEAPTRACK=<dir>`: every controller run records its heap with heaptrack
+/// (Debian package `heaptrack`) into `<dir>/<name>.zst`; read it with
+/// `heaptrack_print -f <dir>/<name>.zst`. The run itself is slower and its RSS higher.
+struct Heaptrack {
+    fifo: String,
+}
+
+impl Heaptrack {
+    fn env(&self) -> [(&str, &str); 2] {
+        [("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so"), ("DUMP_HEAPTRACK_OUTPUT", &self.fifo)]
+    }
+}
+
+/// Interpreters still writing their profile; waited for at the end of the run.
+static INTERPRETERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+fn heaptrack(name: &str) -> Option<Heaptrack> {
+    let dir = std::env::var("GITSEAL_BENCH_HEAPTRACK").ok()?;
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = format!("{dir}/{name}.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success(), "mkfifo {fifo}");
+    // The interpreter reads until the controller closes the pipe (when it exits).
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("/usr/lib/heaptrack/libexec/heaptrack_interpret < {fifo} | zstd -q -c > {dir}/{name}.zst"))
+        .spawn()
+        .unwrap();
+    INTERPRETERS.lock().unwrap().push(child);
+    Some(Heaptrack { fifo })
+}
+
 /// Resident set of the controller now (`VmRSS`), beside the peak the harness reads (`VmHWM`).
 fn rss_now(g: &GitsealController) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", g.process.pid())).ok()?;
@@ -368,5 +408,8 @@ async fn main() {
     match std::env::var("GITSEAL_BENCH_SCALE").as_deref() {
         Ok("big") => big(&run).await,
         _ => table(&run).await,
+    }
+    for mut child in std::mem::take(&mut *INTERPRETERS.lock().unwrap()) {
+        let _ = child.wait();
     }
 }

@@ -1,8 +1,9 @@
 //! Reconcile: fetch the inputs, [`decide`](crate::decide::decide), apply the decision.
 //!
-//! One controller runs per API group (and per watched namespace); each owns the Secrets it
-//! produces (watched as metadata only, so a direct edit or delete triggers a repair) and
-//! re-runs every object when the key registry changes.
+//! One controller runs per API group (and per watched namespace): a compact cache of the
+//! SealedSecrets, the Secrets it produced watched as metadata only (a direct edit or delete
+//! triggers a repair), and every object looked at again when the key registry changes; see
+//! `one_controller`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -23,7 +24,7 @@ use crate::audit::{AuditLog, now_rfc3339, object_of};
 use crate::backoff::Backoff;
 use crate::budget::WorkClass;
 use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
-use crate::lanes::Lanes;
+use crate::lanes::{Key, Lane, Lanes};
 use crate::trim::Cached;
 
 #[derive(Debug, thiserror::Error)]
@@ -314,143 +315,166 @@ pub fn controllers(shared: Arc<Shared>) -> impl Stream<Item = ()> + Send {
     futures::stream::select_all(streams)
 }
 
+/// One controller: a watch of one group's SealedSecrets (in `ns`, or everywhere) kept in a
+/// compact cache ([`crate::trim::Cached`]), a metadata watch of the Secrets it produced, and
+/// the two lanes of [`crate::lanes`] worked through by at most `--workers` reconciles.
+///
+/// kube-runtime's `Controller` is not used: its scheduler queues every object of the initial
+/// list (about 800 bytes each, 40 MiB for 50,000 objects) before the first reconcile, and again
+/// on every key change. Here an object waits as one shared `namespace/name` in a lane.
 fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> impl Stream<Item = ()> + Send {
-    let ar = group.api_resource();
     let client = shared.client.clone();
-    let (ss_api, secret_api): (Api<SealedSecretObject>, Api<Secret>) = match ns.as_deref() {
-        Some(ns) => (Api::namespaced_with(client.clone(), ns, &ar), Api::namespaced(client, ns)),
-        None => (Api::all_with(client.clone(), &ar), Api::all(client)),
+    let (ss_api, secret_api): (Api<Cached>, Api<PartialObjectMeta<Secret>>) = match ns.as_deref() {
+        Some(ns) => (Api::namespaced_with(client.clone(), ns, &group), Api::namespaced(client, ns)),
+        None => (Api::all_with(client.clone(), &group), Api::all(client)),
     };
-    let key_changes = WatchStream::from_changes(shared.registry.subscribe()).map(|_| ());
-    // The cache keeps a compact entry per object (no managedFields, no ciphertext, no
-    // labels or annotations): see crate::trim::Cached.
     let writer = reflector::store::Writer::<Cached>::new(group);
-    let reader = writer.as_reader();
-    let objects = watcher(ss_api, watcher::Config::default().any_semantic())
-        .map_ok(move |ev| crate::trim::event_for_cache(ev, group))
-        .reflect(writer)
-        .applied_objects();
-    let controller = Controller::for_stream_with(objects, reader, group)
-        .owns_with(secret_api, (), watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true")))
-        .with_config(ControllerConfig::default().concurrency(shared.config.workers))
-        .reconcile_all_on(key_changes);
-    // With shards: gaining one requeues the cached objects (the others' are skipped at once).
-    let controller = match &shared.standing.shards {
-        Some(shards) => controller.reconcile_all_on(shards.gains()),
-        None => controller,
-    };
-    let store = controller.store();
+    let store = writer.as_reader();
     let lanes = Arc::new(Lanes::new(shared.standing.resync_backlog.clone()));
     let backoff = Arc::new(Backoff::default());
-    let resync =
-        futures::stream::once(drain_resync(lanes.clone(), store.clone(), group, shared.clone(), backoff.clone()))
-            .filter_map(|()| futures::future::ready(None));
-    let synced = shared.clone();
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     shared.standing.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    tokio::spawn(async move {
-        // kube-runtime's readiness signal wakes only the last task that polled it (the
-        // controller's own runner), so poll again on a short timer instead of waiting once.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    synced.standing.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    tracing::debug!(group = %group, "SealedSecret watch synced");
-                    return;
+
+    // The SealedSecrets: into the cache, and each applied one into its lane.
+    let objects = {
+        let (shared, lanes, forget) = (shared.clone(), lanes.clone(), backoff.clone());
+        watcher(ss_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .map_ok(move |ev| ev.modify(|c| c.settle(group)))
+            .reflect(writer)
+            .map(move |ev| match ev {
+                Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => route(&c, &shared, &lanes),
+                Ok(watcher::Event::InitDone) => {
+                    if !synced_tx.send_replace(true) {
+                        shared.standing.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        tracing::debug!(group = %group, "SealedSecret watch synced");
+                    }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "SealedSecret watch never synced");
-                    return;
+                Ok(watcher::Event::Delete(c)) => {
+                    let key = Key::new(c.meta().namespace.as_deref().unwrap_or_default(), &c.name_any());
+                    forget.succeeded(key.as_str());
                 }
-                Err(_) => {}
-            }
-        }
-    });
-    let retries = backoff.clone();
-    let sort = move |ss: Arc<Cached>, shared: Arc<Shared>| sort_into_lanes(ss, shared, lanes.clone(), retries.clone());
-    let policy = move |ss: Arc<Cached>, error: &Error, shared: Arc<Shared>| {
-        Action::requeue(error_policy(Arc::new(ss.to_object()), error, shared, &backoff))
+                Ok(watcher::Event::Init) => {}
+                Err(e) => tracing::warn!(group = %group, error = %e, "SealedSecret watch failed; retrying"),
+            })
     };
-    let controller = controller.run(sort, policy, shared).map(|res| {
-        if let Err(e) = res {
-            match e {
-                kube::runtime::controller::Error::ObjectNotFound(_) => tracing::debug!(error = %e, "object gone"),
-                other => tracing::warn!(error = %other, "controller error"),
+    // The Secrets it produced: an edit or deletion (drift) puts the owner in the resync lane.
+    // The first list is skipped: every object is looked at after the start anyway.
+    let secrets = {
+        let lanes = lanes.clone();
+        let mut listed = false;
+        watcher(secret_api, watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true"))).default_backoff().map(
+            move |ev| match ev {
+                Ok(watcher::Event::InitDone) => listed = true,
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) if !listed => {}
+                Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s) | watcher::Event::InitApply(s)) => {
+                    if let Some(key) = owner_of(&s, group) {
+                        lanes.defer(key);
+                    }
+                }
+                Ok(watcher::Event::Init) => {}
+                Err(e) => tracing::warn!(group = %group, error = %e, "Secret watch failed; retrying"),
+            },
+        )
+    };
+    // A key change, and with shards a gained shard, looks at every cached object again.
+    let key_changes = WatchStream::from_changes(shared.registry.subscribe()).map(|_| ());
+    let everything: futures::stream::BoxStream<'static, ()> = match &shared.standing.shards {
+        Some(shards) => futures::stream::select(key_changes, shards.gains()).boxed(),
+        None => key_changes.boxed(),
+    };
+    let everything = {
+        let (shared, lanes, store) = (shared.clone(), lanes.clone(), store.clone());
+        everything.map(move |()| {
+            for c in store.state() {
+                route(&c, &shared, &lanes);
             }
-        }
-    });
-    futures::stream::select(controller, resync)
+        })
+    };
+    let work = futures::stream::once(drain(lanes, store, group, synced_rx, shared, backoff));
+    futures::stream::select_all([objects.boxed(), secrets.boxed(), everything.boxed(), work.boxed()])
 }
 
-/// The controller's reconcile: an unchanged object goes to the resync lane, anything else is
-/// reconciled now (see [`crate::lanes`]).
-async fn sort_into_lanes(
-    cached: Arc<Cached>,
-    shared: Arc<Shared>,
-    lanes: Arc<Lanes>,
-    backoff: Arc<Backoff>,
-) -> Result<Action, Error> {
-    let key = (cached.namespace().unwrap_or_default(), cached.name_any());
-    let object = format!("{}/{}", key.0, key.1);
-    let settled = cached.meta().deletion_timestamp.is_none() && cached.is_unchanged();
-    match crate::lanes::lane_of(&key.0, &key.1, settled, shared.standing.shards.as_deref()) {
-        // Another replica's shard (a gain requeues it here).
-        crate::lanes::Lane::Elsewhere => return Ok(Action::await_change()),
-        crate::lanes::Lane::Resync => {
-            lanes.defer(key);
-            return Ok(Action::await_change());
-        }
-        crate::lanes::Lane::Urgent => {}
-    }
-    let Some(_running) = lanes.start_urgent(key) else {
-        // The resync lane is on it right now; look again in a moment.
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    };
-    // With `--shards`, only objects of the shards this replica holds.
-    let result = crate::shard::reconcile(Arc::new(cached.to_object()), shared).await;
-    if result.is_ok() {
-        backoff.succeeded(&object);
-    }
-    result
+/// The SealedSecret of `group` that controls Secret `s`, if any.
+fn owner_of(s: &PartialObjectMeta<Secret>, group: ApiGroup) -> Option<Key> {
+    let ns = s.metadata.namespace.as_deref()?;
+    let owner = s.metadata.owner_references.as_ref()?.iter().find(|o| {
+        o.controller == Some(true) && o.kind == gitseal_shared::types::KIND && o.api_version == group.api_version()
+    })?;
+    Some(Key::new(ns, &owner.name))
 }
 
-/// Work through the resync lane, at most `--workers` at a time, only while nothing urgent runs.
-/// Retries (errors, failed objects) go back into the lane after their delay.
-async fn drain_resync(
+/// Put a cached object in its lane (see [`crate::lanes::lane_of`]).
+fn route(c: &Cached, shared: &Shared, lanes: &Lanes) {
+    let (ns, name) = (c.meta().namespace.as_deref().unwrap_or_default(), c.meta().name.as_deref().unwrap_or_default());
+    let settled = c.meta().deletion_timestamp.is_none() && c.is_unchanged();
+    match crate::lanes::lane_of(ns, name, settled, shared.standing.shards.as_deref()) {
+        // Another replica's shard (a gain routes it again).
+        Lane::Elsewhere => {}
+        Lane::Resync => lanes.defer(Key::new(ns, name)),
+        Lane::Urgent => lanes.urgent(Key::new(ns, name)),
+    }
+}
+
+/// Reconcile what the lanes hand out, at most `--workers` at a time, once the watch has listed
+/// every object; one slot is kept for urgent work. A retry goes back into its lane after its
+/// delay (an object that failed is usually unchanged: the resync lane).
+async fn drain(
     lanes: Arc<Lanes>,
     store: reflector::Store<Cached>,
     group: ApiGroup,
+    mut synced: tokio::sync::watch::Receiver<bool>,
     shared: Arc<Shared>,
     backoff: Arc<Backoff>,
 ) {
+    if synced.wait_for(|s| *s).await.is_err() {
+        return;
+    }
     let mut running = futures::stream::FuturesUnordered::new();
     let mut later = futures::stream::FuturesUnordered::new();
     let workers = usize::from(shared.config.workers).max(1);
+    let resync_slots = workers.saturating_sub(1).max(1);
+    let mut resyncing = 0usize;
     loop {
         tokio::select! {
-            slot = lanes.next_resync(), if running.len() < workers => {
-                let object = store
-                    .get(&ObjectRef::new_with(&slot.key().1, group).within(&slot.key().0))
-                    .map(|c| Arc::new(c.to_object()));
+            slot = lanes.next(resyncing < resync_slots), if running.len() < workers => {
+                let key = slot.key().clone();
+                let cached = store.get(&ObjectRef::new_with(key.name(), group).within(key.namespace()));
+                let urgent = slot.is_urgent();
+                resyncing += usize::from(!urgent);
                 let shared = shared.clone();
                 let backoff = backoff.clone();
                 running.push(async move {
-                    let ss = object?;
-                    let again = match crate::shard::reconcile_for(ss.clone(), shared.clone()).await {
-                        Ok(again) => {
-                            backoff.succeeded(&format!("{}/{}", slot.key().0, slot.key().1));
-                            again
+                    let again = match cached {
+                        // Deleted meanwhile: its Secret goes through the owner reference.
+                        None => {
+                            backoff.succeeded(key.as_str());
+                            None
                         }
-                        Err(e) => Some(error_policy(ss, &e, shared, &backoff)),
+                        Some(cached) => {
+                            let ss = Arc::new(cached.to_object());
+                            match crate::shard::reconcile_for(ss.clone(), shared.clone()).await {
+                                Ok(again) => {
+                                    backoff.succeeded(key.as_str());
+                                    again
+                                }
+                                Err(e) => Some(error_policy(ss, &e, shared, &backoff)),
+                            }
+                        }
                     };
-                    again.map(|d| (slot.key().clone(), d))
+                    drop(slot);
+                    (key, urgent, again)
                 });
             }
-            Some(done) = running.next(), if !running.is_empty() => {
-                if let Some((key, after)) = done {
-                    let lanes = lanes.clone();
+            Some((key, urgent, again)) = running.next(), if !running.is_empty() => {
+                resyncing -= usize::from(!urgent);
+                if let Some(after) = again {
+                    let (lanes, store, shared) = (lanes.clone(), store.clone(), shared.clone());
                     later.push(async move {
                         tokio::time::sleep(after).await;
-                        lanes.defer(key);
+                        if let Some(c) = store.get(&ObjectRef::new_with(key.name(), group).within(key.namespace())) {
+                            route(&c, &shared, &lanes);
+                        }
                     });
                 }
             }

@@ -16,9 +16,9 @@
 use std::borrow::Cow;
 
 use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretSpec, SealedSecretStatus, SecretTemplateSpec};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::core::DynamicResourceScope;
 use kube::runtime::watcher;
 
 use crate::decide::digest::sealed_digest_bytes;
@@ -77,8 +77,12 @@ pub fn forget_cached_digest(ss: &mut SealedSecretObject) {
 /// (`cargo bench -p gitseal-controller --bench cache_bytes`).
 #[derive(Clone, Debug)]
 pub struct Cached {
-    /// Only name, namespace, uid, resourceVersion, generation and deletionTimestamp.
+    /// Only name, namespace, generation and deletionTimestamp, and the resourceVersion until
+    /// the watch has read it ([`Cached::settle`]): the store's key and kube-runtime's
+    /// references copy whatever strings are here.
     meta: ObjectMeta,
+    uid: Option<Token>,
+    resource_version: Option<Token>,
     group: ApiGroup,
     digest: [u8; 32],
     /// Names of `spec.encryptedData`.
@@ -92,6 +96,66 @@ pub struct Cached {
     observed_generation: Option<i64>,
 }
 
+/// A uid or resourceVersion in fewer bytes: a UUID as 16 bytes, a decimal number as a `u64`
+/// (what the API server hands out), anything else as it came. Always written back exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Uuid([u8; 16]),
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl Token {
+    fn new(s: &str) -> Token {
+        if let Ok(n) = s.parse::<u64>()
+            && n.to_string() == s
+        {
+            return Token::Number(n);
+        }
+        if let Some(bytes) = uuid_bytes(s) {
+            return Token::Uuid(bytes);
+        }
+        Token::Text(s.into())
+    }
+}
+
+/// The 16 bytes of a lowercase, hyphenated UUID (`8-4-4-4-12`), if `s` is exactly one.
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let hex: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        *out.get_mut(i)? = nibble(pair[0])? << 4 | nibble(*pair.get(1)?)?;
+    }
+    (hex.len() == 32).then_some(out)
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Number(n) => write!(f, "{n}"),
+            Token::Text(t) => f.write_str(t),
+            Token::Uuid(b) => {
+                for (i, byte) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> Box<[Box<str>]> {
     keys.map(|k| Box::from(k.as_str())).collect()
 }
@@ -103,7 +167,6 @@ impl Cached {
         let meta = ObjectMeta {
             name: m.name.clone(),
             namespace: m.namespace.clone(),
-            uid: m.uid.clone(),
             resource_version: m.resource_version.clone(),
             generation: m.generation,
             deletion_timestamp: m.deletion_timestamp.clone(),
@@ -112,6 +175,8 @@ impl Cached {
         let status = ss.status.as_ref();
         Cached {
             meta,
+            uid: m.uid.as_deref().map(Token::new),
+            resource_version: None,
             group,
             digest: sealed_digest_bytes(ss),
             items: names(ss.spec.encrypted_data.keys()),
@@ -126,6 +191,16 @@ impl Cached {
         self.group
     }
 
+    /// Once the watch has read its resourceVersion: the group is the watch's, whatever the
+    /// object said (list items may omit `apiVersion`), and the resourceVersion moves out of
+    /// the metadata, so that the store's key and kube-runtime's references do not copy it.
+    pub fn settle(&mut self, group: ApiGroup) {
+        self.group = group;
+        if let Some(rv) = self.meta.resource_version.take() {
+            self.resource_version = Some(Token::new(&rv));
+        }
+    }
+
     /// Whether the status says this generation was already reconciled (see [`crate::lanes`]).
     pub fn is_unchanged(&self) -> bool {
         self.observed_generation.is_some() && self.observed_generation == self.meta.generation
@@ -135,6 +210,10 @@ impl Cached {
     /// the status, and the sealed digest in [`CACHED_DIGEST_ANNOTATION`].
     pub fn to_object(&self) -> SealedSecretObject {
         let mut meta = self.meta.clone();
+        meta.uid = self.uid.as_ref().map(Token::to_string);
+        if let Some(rv) = &self.resource_version {
+            meta.resource_version = Some(rv.to_string());
+        }
         meta.annotations =
             Some([(CACHED_DIGEST_ANNOTATION.to_string(), gitseal_shared::hex::encode(&self.digest))].into());
         let empty = |names: &[Box<str>]| names.iter().map(|n| (n.to_string(), String::new())).collect();
@@ -164,7 +243,8 @@ fn group_version(g: ApiGroup) -> (&'static str, &'static str) {
 
 impl Resource for Cached {
     type DynamicType = ApiGroup;
-    type Scope = NamespaceResourceScope;
+    /// Dynamic, so that an `Api` can be made for one namespace with the group as its type.
+    type Scope = DynamicResourceScope;
 
     fn kind(_: &ApiGroup) -> Cow<'_, str> {
         Cow::Borrowed(gitseal_shared::types::KIND)
@@ -249,6 +329,27 @@ mod tests {
     }
 
     #[test]
+    fn uids_and_resource_versions_come_back_exactly_as_they_were() {
+        for s in [
+            "6f1c2f2e-4b7a-4f8e-9a55-0b1c2d3e4f50",
+            "6F1C2F2E-4B7A-4F8E-9A55-0B1C2D3E4F50",
+            "6f1c2f2e-4b7a-4f8e-9a55-0b1c2d3e4f5",
+            "6f1c2f2e+4b7a-4f8e-9a55-0b1c2d3e4f50",
+            "123456",
+            "0123",
+            "18446744073709551616",
+            "",
+            "u1",
+            "é",
+        ] {
+            assert_eq!(Token::new(s).to_string(), s);
+        }
+        assert!(matches!(Token::new("6f1c2f2e-4b7a-4f8e-9a55-0b1c2d3e4f50"), Token::Uuid(_)));
+        assert!(matches!(Token::new("123456"), Token::Number(123456)));
+        assert!(matches!(Token::new("0123"), Token::Text(_)));
+    }
+
+    #[test]
     fn a_compact_entry_rebuilds_what_the_trimmed_object_says() {
         let mut full = object();
         forget_cached_digest(&mut full);
@@ -288,6 +389,12 @@ mod tests {
             assert_eq!(a, b);
         }
         assert_eq!(rebuilt.metadata.generation, Some(3));
+        // Settled after the watch read it: the resourceVersion leaves the metadata, not the object.
+        let mut settled = cached.clone();
+        settled.settle(ApiGroup::Bitnami);
+        assert_eq!(settled.meta().resource_version, None);
+        assert_eq!(settled.to_object().metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(settled.to_object().metadata.uid, full.metadata.uid);
         assert_eq!(ApiGroup::of(&rebuilt), Some(ApiGroup::Bitnami), "the group travels with the entry");
         assert!(cached.is_unchanged() && crate::lanes::is_unchanged(&rebuilt));
         // A new generation is news, and so is an object without status.
