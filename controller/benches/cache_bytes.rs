@@ -1,5 +1,5 @@
 //! Bytes the SealedSecret cache holds per object (issue #14, item 2), without a control plane:
-//! the resident growth of a process building the reflector store, fed objects shaped like the API server's
+//! the resident growth of a process building the cache, fed objects shaped like the API server's
 //! (managedFields, status written by gitseal), trimmed as the controller trims them.
 //!
 //! ```sh
@@ -88,9 +88,23 @@ fn main() {
                 per_object(n, ApiGroup::Gitseal, |o| gitseal_controller::trim::Cached::new(&o, ApiGroup::Gitseal));
             println!("compact entries (Store<trim::Cached>): {bytes:.0} resident bytes per object");
         }
+        Ok("cache") => {
+            use gitseal_controller::cache::Cache;
+            let cache = Cache::new(ApiGroup::Gitseal);
+            let before = rss_kib();
+            cache.apply(Event::Init);
+            for i in 0..n {
+                cache.apply(Event::InitApply(gitseal_controller::trim::Cached::new(&object(i), ApiGroup::Gitseal)));
+            }
+            cache.apply(Event::InitDone);
+            let after = rss_kib();
+            assert_eq!(cache.len(), n);
+            let bytes = (after - before) as f64 * 1024.0 / n as f64;
+            println!("the controller's cache (cache::Cache of trim::Entry): {bytes:.0} resident bytes per object");
+        }
         _ => {
             println!("cache: {n} objects");
-            for kind in ["trimmed", "compact"] {
+            for kind in ["trimmed", "compact", "cache"] {
                 let me = std::env::current_exe().unwrap();
                 let status = std::process::Command::new(me).env("GITSEAL_BENCH_CACHE", kind).status().unwrap();
                 assert!(status.success());

@@ -155,7 +155,10 @@ impl Run<'_> {
         let mut flags = vec!["--key-renew-period=0", "--log-level=warn"];
         flags.extend_from_slice(extra);
         let profile = heaptrack(name);
-        let env: Vec<(&str, &str)> = profile.iter().flat_map(|p| p.env()).collect();
+        // GITSEAL_BENCH_CONTROLLER_ENV="MALLOC_ARENA_MAX=2,…": more environment for the controller.
+        let extra = std::env::var("GITSEAL_BENCH_CONTROLLER_ENV").unwrap_or_default();
+        let mut env: Vec<(&str, &str)> = extra.split(',').filter_map(|kv| kv.split_once('=')).collect();
+        env.extend(profile.iter().flat_map(|p| p.env()));
         let how = gitseal_tests::gitseal::Launch {
             watch: Some(ns.name()),
             flags: &flags,
@@ -330,10 +333,12 @@ async fn big(run: &Run<'_>) {
         }
         wait_metric(&g.metrics, "gitseal_reconciles_total{outcome=\"in_sync\"}", n as f64).await;
         println!(
-            "  warm restart: {n} confirmed in sync in {:.1?}, peak RSS {:.1} MiB (now {:.1} MiB), {} private ops, CPU {:.1} s",
+            "  warm restart: {n} confirmed in sync in {:.1?}, peak RSS {:.1} MiB (now {:.1} MiB: heap and stacks {:.1}, mapped files {:.1}), {} private ops, CPU {:.1} s",
             t.elapsed(),
             mib(g.process.peak_rss_kib()),
             mib(rss_now(&g)),
+            mib(status_kib(&g, "RssAnon:")),
+            mib(status_kib(&g, "RssFile:")),
             metric(&g.metrics, OPS).await,
             cpu_seconds(&g)
         );
@@ -378,8 +383,13 @@ fn heaptrack(name: &str) -> Option<Heaptrack> {
 
 /// Resident set of the controller now (`VmRSS`), beside the peak the harness reads (`VmHWM`).
 fn rss_now(g: &GitsealController) -> Option<u64> {
+    status_kib(g, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` line in KiB (`VmRSS:`, `RssAnon:`, `RssFile:`).
+fn status_kib(g: &GitsealController, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", g.process.pid())).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// User + system CPU seconds of the controller so far (`/proc/<pid>/stat`).

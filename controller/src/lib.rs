@@ -11,6 +11,7 @@ pub mod audit;
 pub mod audit_webhook;
 pub mod backoff;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod crd;

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef};
+
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
@@ -23,6 +23,7 @@ use crate::Shared;
 use crate::audit::{AuditLog, now_rfc3339, object_of};
 use crate::backoff::Backoff;
 use crate::budget::WorkClass;
+use crate::cache::{Cache, Change};
 use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
 use crate::lanes::{Key, Lane, Lanes};
 use crate::trim::Cached;
@@ -328,8 +329,7 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         Some(ns) => (Api::namespaced_with(client.clone(), ns, &group), Api::namespaced(client, ns)),
         None => (Api::all_with(client.clone(), &group), Api::all(client)),
     };
-    let writer = reflector::store::Writer::<Cached>::new(group);
-    let store = writer.as_reader();
+    let cache = Arc::new(Cache::new(group));
     let lanes = Arc::new(Lanes::new(shared.standing.resync_backlog.clone()));
     let backoff = Arc::new(Backoff::default());
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
@@ -337,26 +337,21 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
 
     // The SealedSecrets: into the cache, and each applied one into its lane.
     let objects = {
-        let (shared, lanes, forget) = (shared.clone(), lanes.clone(), backoff.clone());
-        watcher(ss_api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .map_ok(move |ev| ev.modify(|c| c.settle(group)))
-            .reflect(writer)
-            .map(move |ev| match ev {
-                Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => route(&c, &shared, &lanes),
-                Ok(watcher::Event::InitDone) => {
+        let (shared, lanes, cache, forget) = (shared.clone(), lanes.clone(), cache.clone(), backoff.clone());
+        watcher(ss_api, watcher::Config::default().any_semantic()).default_backoff().map(move |ev| match ev {
+            Ok(ev) => match cache.apply(ev.modify(|c| c.set_group(group))) {
+                Change::Applied(key, settled) => route(key, settled, &shared, &lanes),
+                Change::Deleted(key) => forget.succeeded(key.as_str()),
+                Change::Listed => {
                     if !synced_tx.send_replace(true) {
                         shared.standing.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                        tracing::debug!(group = %group, "SealedSecret watch synced");
+                        tracing::debug!(group = %group, objects = cache.len(), "SealedSecret watch synced");
                     }
                 }
-                Ok(watcher::Event::Delete(c)) => {
-                    let key = Key::new(c.meta().namespace.as_deref().unwrap_or_default(), &c.name_any());
-                    forget.succeeded(key.as_str());
-                }
-                Ok(watcher::Event::Init) => {}
-                Err(e) => tracing::warn!(group = %group, error = %e, "SealedSecret watch failed; retrying"),
-            })
+                Change::None => {}
+            },
+            Err(e) => tracing::warn!(group = %group, error = %e, "SealedSecret watch failed; retrying"),
+        })
     };
     // The Secrets it produced: an edit or deletion (drift) puts the owner in the resync lane.
     // The first list is skipped: every object is looked at after the start anyway.
@@ -384,14 +379,14 @@ fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> i
         None => key_changes.boxed(),
     };
     let everything = {
-        let (shared, lanes, store) = (shared.clone(), lanes.clone(), store.clone());
+        let (shared, lanes, cache) = (shared.clone(), lanes.clone(), cache.clone());
         everything.map(move |()| {
-            for c in store.state() {
-                route(&c, &shared, &lanes);
+            for (key, settled) in cache.all() {
+                route(key, settled, &shared, &lanes);
             }
         })
     };
-    let work = futures::stream::once(drain(lanes, store, group, synced_rx, shared, backoff));
+    let work = futures::stream::once(drain(lanes, cache, synced_rx, shared, backoff));
     futures::stream::select_all([objects.boxed(), secrets.boxed(), everything.boxed(), work.boxed()])
 }
 
@@ -405,14 +400,12 @@ fn owner_of(s: &PartialObjectMeta<Secret>, group: ApiGroup) -> Option<Key> {
 }
 
 /// Put a cached object in its lane (see [`crate::lanes::lane_of`]).
-fn route(c: &Cached, shared: &Shared, lanes: &Lanes) {
-    let (ns, name) = (c.meta().namespace.as_deref().unwrap_or_default(), c.meta().name.as_deref().unwrap_or_default());
-    let settled = c.meta().deletion_timestamp.is_none() && c.is_unchanged();
-    match crate::lanes::lane_of(ns, name, settled, shared.standing.shards.as_deref()) {
+fn route(key: Key, settled: bool, shared: &Shared, lanes: &Lanes) {
+    match crate::lanes::lane_of(key.namespace(), key.name(), settled, shared.standing.shards.as_deref()) {
         // Another replica's shard (a gain routes it again).
         Lane::Elsewhere => {}
-        Lane::Resync => lanes.defer(Key::new(ns, name)),
-        Lane::Urgent => lanes.urgent(Key::new(ns, name)),
+        Lane::Resync => lanes.defer(key),
+        Lane::Urgent => lanes.urgent(key),
     }
 }
 
@@ -421,8 +414,7 @@ fn route(c: &Cached, shared: &Shared, lanes: &Lanes) {
 /// delay (an object that failed is usually unchanged: the resync lane).
 async fn drain(
     lanes: Arc<Lanes>,
-    store: reflector::Store<Cached>,
-    group: ApiGroup,
+    cache: Arc<Cache>,
     mut synced: tokio::sync::watch::Receiver<bool>,
     shared: Arc<Shared>,
     backoff: Arc<Backoff>,
@@ -439,7 +431,7 @@ async fn drain(
         tokio::select! {
             slot = lanes.next(resyncing < resync_slots), if running.len() < workers => {
                 let key = slot.key().clone();
-                let cached = store.get(&ObjectRef::new_with(key.name(), group).within(key.namespace()));
+                let cached = cache.get(&key);
                 let urgent = slot.is_urgent();
                 resyncing += usize::from(!urgent);
                 let shared = shared.clone();
@@ -451,8 +443,8 @@ async fn drain(
                             backoff.succeeded(key.as_str());
                             None
                         }
-                        Some(cached) => {
-                            let ss = Arc::new(cached.to_object());
+                        Some(ss) => {
+                            let ss = Arc::new(ss);
                             match crate::shard::reconcile_for(ss.clone(), shared.clone()).await {
                                 Ok(again) => {
                                     backoff.succeeded(key.as_str());
@@ -469,11 +461,12 @@ async fn drain(
             Some((key, urgent, again)) = running.next(), if !running.is_empty() => {
                 resyncing -= usize::from(!urgent);
                 if let Some(after) = again {
-                    let (lanes, store, shared) = (lanes.clone(), store.clone(), shared.clone());
+                    let (lanes, cache, shared) = (lanes.clone(), cache.clone(), shared.clone());
                     later.push(async move {
                         tokio::time::sleep(after).await;
-                        if let Some(c) = store.get(&ObjectRef::new_with(key.name(), group).within(key.namespace())) {
-                            route(&c, &shared, &lanes);
+                        if let Some(ss) = cache.get(&key) {
+                            let settled = ss.metadata.deletion_timestamp.is_none() && crate::lanes::is_unchanged(&ss);
+                            route(key, settled, &shared, &lanes);
                         }
                     });
                 }

@@ -14,6 +14,7 @@
 //! that name from objects read from the API, so nobody can set it.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretSpec, SealedSecretStatus, SecretTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -77,24 +78,38 @@ pub fn forget_cached_digest(ss: &mut SealedSecretObject) {
 /// (`cargo bench -p gitseal-controller --bench cache_bytes`).
 #[derive(Clone, Debug)]
 pub struct Cached {
-    /// Only name, namespace, generation and deletionTimestamp, and the resourceVersion until
-    /// the watch has read it ([`Cached::settle`]): the store's key and kube-runtime's
-    /// references copy whatever strings are here.
+    /// Only name, namespace, generation, deletionTimestamp and resourceVersion: what
+    /// kube-runtime's watcher reads.
     meta: ObjectMeta,
+    group: ApiGroup,
+    entry: Entry,
+}
+
+/// What the controller's cache ([`crate::cache`]) keeps of one object, beside its
+/// `namespace/name`: no metadata struct, no copies of the name.
+#[derive(Clone, Debug)]
+pub struct Entry {
     uid: Option<Token>,
     resource_version: Option<Token>,
-    group: ApiGroup,
+    generation: Option<i64>,
+    deletion_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     digest: [u8; 32],
-    /// Names of `spec.encryptedData`.
-    items: Box<[Box<str>]>,
+    /// Names of `spec.encryptedData` (shared: most objects name the same few items).
+    pub(crate) items: Names,
     /// Names of `spec.template.data`, when there is a template with data.
-    template_items: Option<Box<[Box<str>]>>,
+    pub(crate) template_items: Option<Names>,
     /// The deprecated single-blob `spec.data` is set.
     blob: bool,
-    /// `status` as JSON (one allocation instead of a dozen strings).
-    status: Option<Box<str>>,
+    /// `status` as JSON, one string; shared, since objects unsealed in the same second with
+    /// the same key say the same.
+    pub(crate) status: Option<Arc<str>>,
     observed_generation: Option<i64>,
+    /// Which list of the watch last saw it (see [`crate::cache`]).
+    pub(crate) listing: u32,
 }
+
+/// Item names of one object.
+pub type Names = Arc<[Box<str>]>;
 
 /// A uid or resourceVersion in fewer bytes: a UUID as 16 bytes, a decimal number as a `u64`
 /// (what the API server hands out), anything else as it came. Always written back exactly.
@@ -156,7 +171,7 @@ impl std::fmt::Display for Token {
     }
 }
 
-fn names<'a>(keys: impl Iterator<Item = &'a String>) -> Box<[Box<str>]> {
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> Names {
     keys.map(|k| Box::from(k.as_str())).collect()
 }
 
@@ -173,49 +188,80 @@ impl Cached {
             ..ObjectMeta::default()
         };
         let status = ss.status.as_ref();
-        Cached {
-            meta,
+        let entry = Entry {
             uid: m.uid.as_deref().map(Token::new),
-            resource_version: None,
-            group,
+            resource_version: m.resource_version.as_deref().map(Token::new),
+            generation: m.generation,
+            deletion_timestamp: m.deletion_timestamp.clone(),
             digest: sealed_digest_bytes(ss),
             items: names(ss.spec.encrypted_data.keys()),
             template_items: ss.spec.template.as_ref().and_then(|t| t.data.as_ref()).map(|d| names(d.keys())),
             blob: ss.spec.data.is_some(),
-            status: status.and_then(|s| serde_json::to_string(s).ok()).map(String::into_boxed_str),
+            status: status.and_then(|s| serde_json::to_string(s).ok()).map(Arc::from),
             observed_generation: status.and_then(|s| s.observed_generation),
-        }
+            listing: 0,
+        };
+        Cached { meta, group, entry }
     }
 
     pub fn group(&self) -> ApiGroup {
         self.group
     }
 
-    /// Once the watch has read its resourceVersion: the group is the watch's, whatever the
-    /// object said (list items may omit `apiVersion`), and the resourceVersion moves out of
-    /// the metadata, so that the store's key and kube-runtime's references do not copy it.
-    pub fn settle(&mut self, group: ApiGroup) {
+    /// The group is the watch's, whatever the object said (list items may omit `apiVersion`).
+    pub fn set_group(&mut self, group: ApiGroup) {
         self.group = group;
-        if let Some(rv) = self.meta.resource_version.take() {
-            self.resource_version = Some(Token::new(&rv));
-        }
     }
 
     /// Whether the status says this generation was already reconciled (see [`crate::lanes`]).
     pub fn is_unchanged(&self) -> bool {
-        self.observed_generation.is_some() && self.observed_generation == self.meta.generation
+        self.entry.is_unchanged()
+    }
+
+    /// `namespace/name` and the entry the cache keeps.
+    pub fn into_entry(self) -> (crate::lanes::Key, Entry) {
+        let key = crate::lanes::Key::new(
+            self.meta.namespace.as_deref().unwrap_or_default(),
+            self.meta.name.as_deref().unwrap_or_default(),
+        );
+        (key, self.entry)
     }
 
     /// The trimmed object [`for_cache`] makes: metadata as kept, item names with empty values,
     /// the status, and the sealed digest in [`CACHED_DIGEST_ANNOTATION`].
     pub fn to_object(&self) -> SealedSecretObject {
-        let mut meta = self.meta.clone();
-        meta.uid = self.uid.as_ref().map(Token::to_string);
-        if let Some(rv) = &self.resource_version {
-            meta.resource_version = Some(rv.to_string());
-        }
-        meta.annotations =
-            Some([(CACHED_DIGEST_ANNOTATION.to_string(), gitseal_shared::hex::encode(&self.digest))].into());
+        let ns = self.meta.namespace.as_deref().unwrap_or_default();
+        self.entry.to_object(ns, self.meta.name.as_deref().unwrap_or_default(), self.group)
+    }
+}
+
+impl Entry {
+    /// Whether the status says this generation was already reconciled (see [`crate::lanes`]).
+    pub fn is_unchanged(&self) -> bool {
+        self.observed_generation.is_some() && self.observed_generation == self.generation
+    }
+
+    /// Unchanged and not being deleted: the resync lane's (see [`crate::lanes::lane_of`]).
+    pub fn is_settled(&self) -> bool {
+        self.deletion_timestamp.is_none() && self.is_unchanged()
+    }
+
+    /// The trimmed object [`for_cache`] makes of object `namespace/name` of `group`: metadata
+    /// as kept, item names with empty values, the status, and the sealed digest in
+    /// [`CACHED_DIGEST_ANNOTATION`].
+    pub fn to_object(&self, namespace: &str, name: &str, group: ApiGroup) -> SealedSecretObject {
+        let meta = ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            uid: self.uid.as_ref().map(Token::to_string),
+            resource_version: self.resource_version.as_ref().map(Token::to_string),
+            generation: self.generation,
+            deletion_timestamp: self.deletion_timestamp.clone(),
+            annotations: Some(
+                [(CACHED_DIGEST_ANNOTATION.to_string(), gitseal_shared::hex::encode(&self.digest))].into(),
+            ),
+            ..ObjectMeta::default()
+        };
         let empty = |names: &[Box<str>]| names.iter().map(|n| (n.to_string(), String::new())).collect();
         let spec = SealedSecretSpec {
             template: self
@@ -225,8 +271,8 @@ impl Cached {
             encrypted_data: empty(&self.items),
             data: self.blob.then(String::new),
         };
-        let ar = self.group.api_resource();
-        let mut o = SealedSecretObject::new(meta.name.as_deref().unwrap_or(""), &ar, spec);
+        let ar = group.api_resource();
+        let mut o = SealedSecretObject::new(name, &ar, spec);
         o.metadata = meta;
         o.status = self.status.as_deref().and_then(|s| serde_json::from_str::<SealedSecretStatus>(s).ok());
         o
@@ -389,12 +435,10 @@ mod tests {
             assert_eq!(a, b);
         }
         assert_eq!(rebuilt.metadata.generation, Some(3));
-        // Settled after the watch read it: the resourceVersion leaves the metadata, not the object.
-        let mut settled = cached.clone();
-        settled.settle(ApiGroup::Bitnami);
-        assert_eq!(settled.meta().resource_version, None);
-        assert_eq!(settled.to_object().metadata.resource_version.as_deref(), Some("42"));
-        assert_eq!(settled.to_object().metadata.uid, full.metadata.uid);
+        // The cache's entry, without the metadata, rebuilds the same object.
+        let (key, entry) = cached.clone().into_entry();
+        assert_eq!(key.as_str(), "app/db");
+        assert_eq!(entry.to_object(key.namespace(), key.name(), ApiGroup::Bitnami).metadata, rebuilt.metadata);
         assert_eq!(ApiGroup::of(&rebuilt), Some(ApiGroup::Bitnami), "the group travels with the entry");
         assert!(cached.is_unchanged() && crate::lanes::is_unchanged(&rebuilt));
         // A new generation is news, and so is an object without status.
