@@ -1,10 +1,11 @@
 //! What the SealedSecret cache keeps: only what the no-key decision needs (issue #14, item 2).
 //!
-//! The reflector used to hold whole objects — managedFields, `kubectl` last-applied copies and
-//! every ciphertext — about 14 KiB per SealedSecret. The store now holds a [`Cached`] entry
-//! (about 1.3 KiB): name, namespace, uid, resourceVersion, generation, the item names, the
-//! status and the sealed digest of the full spec (computed before the ciphertext is dropped).
-//! For a reconcile, [`Cached::to_object`] rebuilds the trimmed object [`for_cache`] describes,
+//! The cache used to hold whole objects — managedFields, `kubectl` last-applied copies and
+//! every ciphertext — about 14 KiB per SealedSecret. The cache ([`crate::cache`]) now holds an
+//! [`Entry`] (about 420 bytes): uid, resourceVersion, generation, the item names, the status
+//! and the sealed digest of the full spec (computed before the ciphertext is dropped), under
+//! its `namespace/name`. For a reconcile, [`Entry::to_object`] rebuilds the trimmed object
+//! [`for_cache`] describes,
 //! which still answers "is the Secret in sync?"
 //! ([`decide::without_keys`](crate::decide::without_keys)); reconcile GETs the full object only
 //! when it has to unseal.
@@ -66,15 +67,17 @@ pub fn forget_cached_digest(ss: &mut SealedSecretObject) {
     }
 }
 
-/// One SealedSecret as the cache keeps it: only what the no-key decision
+/// One SealedSecret as the watch delivers it to the cache: only what the no-key decision
 /// ([`decide::without_keys`](crate::decide::without_keys)), the lanes and the shards read —
 /// name, namespace, uid, resourceVersion, generation, deletion, the sealed digest as 32 bytes,
-/// the item names and the status (one JSON string). [`Cached::to_object`] rebuilds the trimmed
-/// object [`for_cache`] would have made, for the length of one reconcile.
+/// the item names and the status (one JSON string). The watch deserializes list pages and
+/// events straight into it (the whole object lives only while one item is read), and
+/// [`crate::cache`] keeps its [`Entry`]; [`Entry::to_object`] rebuilds the trimmed object
+/// [`for_cache`] would have made, for the length of one reconcile.
 ///
-/// Its dynamic type is the [`ApiGroup`] (one byte) rather than an `ApiResource` (five strings),
-/// so every key of the store and of kube-runtime's scheduler is small too. About 14 KiB per
-/// object in a whole-object cache, about 3.5 KiB in a trimmed one, a few hundred bytes here
+/// Its dynamic type is the [`ApiGroup`] (one byte) rather than an `ApiResource` (five
+/// strings). About 14 KiB per object in a whole-object cache, about 3.5 KiB in a trimmed one,
+/// about 420 bytes in the controller's cache
 /// (`cargo bench -p gitseal-controller --bench cache_bytes`).
 #[derive(Clone, Debug)]
 pub struct Cached {
