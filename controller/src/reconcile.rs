@@ -201,6 +201,9 @@ async fn act(
     }
     let mut apply_error = None;
     if let Some(secret) = &decision.apply {
+        // Before the request: a process killed between the apply and the record below would
+        // otherwise leave a Secret made from opened values that the trail never mentions.
+        audit_apply_started(shared, ss, &decision);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         if let Err(e) = secrets.patch(&name, &pp, &Patch::Apply(secret)).await {
             apply_error = Some(e);
@@ -234,6 +237,21 @@ async fn act(
         Outcome::Failed(_) => Some(Duration::from_secs(600)),
         _ => None,
     })
+}
+
+/// `ApplyStarted`: the values were opened (with these keys) and their Secret is being applied;
+/// an `Unseal` or `DriftRepair` record (or an `ApplyFailed` one) follows unless the process
+/// dies first. An `ApplyStarted` without a follower is the mark of such a death.
+fn audit_apply_started(shared: &Shared, ss: &SealedSecretObject, d: &Decision) {
+    if !matches!(d.outcome, Outcome::Unsealed | Outcome::DriftReverted) {
+        return;
+    }
+    let mut rec = AuditLog::record("ApplyStarted", AuditOutcome::Success);
+    rec.object = Some(object_of(ss));
+    if !d.key_ids.is_empty() {
+        rec.key_id = Some(gitseal_shared::KeyId::join(d.key_ids.iter().cloned()));
+    }
+    shared.audit.write(rec);
 }
 
 fn audit(shared: &Shared, ss: &SealedSecretObject, d: &Decision) {

@@ -6,6 +6,8 @@
 //! whatever the port). A test can then:
 //! - [`pause`](FaultProxy::pause): hold every byte in both directions (connections stay open,
 //!   requests and watch events stall) until [`resume`](FaultProxy::resume);
+//! - [`hold_answers`](FaultProxy::hold_answers): let requests reach the server but hold its
+//!   answers (the server acts, the client does not hear of it);
 //! - [`cut`](FaultProxy::cut): close every connection now and refuse new ones (accepted, then
 //!   closed at once) for a while;
 //! - [`slow`](FaultProxy::slow): delay every chunk by a latency;
@@ -35,6 +37,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Mode {
     paused: bool,
+    /// Requests pass, answers are held: the apiserver acts, the client never hears of it.
+    answers_held: bool,
     latency: Duration,
 }
 
@@ -123,7 +127,16 @@ impl FaultProxy {
 
     /// Let held bytes through again.
     pub fn resume(&self) {
-        self.state.mode.send_modify(|m| m.paused = false);
+        self.state.mode.send_modify(|m| {
+            m.paused = false;
+            m.answers_held = false;
+        });
+    }
+
+    /// Let requests through but hold every answer until [`Self::resume`]: what the server did
+    /// for a client that dies now never reaches it.
+    pub fn hold_answers(&self) {
+        self.state.mode.send_modify(|m| m.answers_held = true);
     }
 
     /// Delay every chunk of bytes by `latency` (zero: no delay).
@@ -198,8 +211,8 @@ async fn connection(inbound: TcpStream, target: SocketAddr, state: Arc<State>) {
     state.open.fetch_add(1, Ordering::SeqCst);
     let (ri, wi) = inbound.into_split();
     let (ro, wo) = outbound.into_split();
-    let up = pump(ri, wo, state.mode.subscribe());
-    let down = pump(ro, wi, state.mode.subscribe());
+    let up = pump(ri, wo, state.mode.subscribe(), |m| m.paused);
+    let down = pump(ro, wi, state.mode.subscribe(), |m| m.paused || m.answers_held);
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = cut.changed() => {}
@@ -208,9 +221,14 @@ async fn connection(inbound: TcpStream, target: SocketAddr, state: Arc<State>) {
     state.open.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Copies `from` to `to` chunk by chunk, holding a chunk while paused and delaying it by the
-/// latency. Ends at EOF (passing it on) or on an error.
-async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, mut mode: watch::Receiver<Mode>) {
+/// Copies `from` to `to` chunk by chunk, holding a chunk while `held` says so and delaying it by
+/// the latency. Ends at EOF (passing it on) or on an error.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut mode: watch::Receiver<Mode>,
+    held: fn(&Mode) -> bool,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
@@ -221,7 +239,7 @@ async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin,
             Ok(n) => n,
         };
         let mut m = *mode.borrow_and_update();
-        while m.paused {
+        while held(&m) {
             if mode.changed().await.is_err() {
                 return;
             }
@@ -274,6 +292,35 @@ mod tests {
         let mut back = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
         assert_eq!(&back, b"held");
+    }
+
+    #[tokio::test]
+    async fn held_answers_let_the_request_reach_the_server_and_keep_its_answer() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let _ = got_tx.send(buf[..n].to_vec());
+                let _ = w.write_all(&buf[..n]).await;
+            }
+        });
+        let proxy = FaultProxy::start(addr).unwrap();
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        proxy.hold_answers();
+        assert!(round_trip(&mut s, b"apply", Duration::from_millis(300)).await.is_err(), "no answer");
+        let arrived = tokio::time::timeout(Duration::from_secs(5), got.recv()).await.unwrap().unwrap();
+        assert_eq!(arrived, b"apply", "but the server has the request");
+        proxy.resume();
+        let mut back = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
+        assert_eq!(&back, b"apply");
     }
 
     #[tokio::test]

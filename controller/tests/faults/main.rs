@@ -1,7 +1,8 @@
 //! Faults gitseal-controller must survive, on the real control plane (issue #15): kube-apiserver
 //! SIGKILLed and restarted, etcd SIGKILLed and restarted, the controller SIGKILLed between writing
-//! a Secret and writing its status, its connections cut (and a watch that comes back "too old"
-//! after etcd compaction), its key Secrets deleted while it runs.
+//! a Secret and writing its status, SIGKILLed after applies whose answers it never received, its
+//! connections cut (and a watch that comes back "too old" after etcd compaction), its key
+//! Secrets deleted while it runs.
 //!
 //! Each scenario runs one controller in its own namespace, its kubeconfig pointing at a
 //! [`FaultProxy`] in front of kube-apiserver, with `GITSEAL_FAULTS_N` SealedSecrets (default 500,
@@ -13,7 +14,8 @@
 //! - no private-key operation was spent twice on an unchanged object: the
 //!   `gitseal_private_key_operations_total` of the process equals the decryptions it owed, plus at
 //!   most one per failed Secret apply (a decryption whose result never reached the API);
-//! - the audit log verifies (hash chain and signatures).
+//! - the audit log verifies (hash chain and signatures), and every Secret made is mentioned in it
+//!   (a successful `Unseal`/`DriftRepair`, or the `ApplyStarted` written before each apply).
 //!
 //! The scenarios stop and start shared peers, so they run one at a time (`SERIAL`). Each prints
 //! the time from recovery to convergence (`--nocapture` shows it).
@@ -231,7 +233,30 @@ impl Run {
             verify_log(&[("audit", &text)], Some(&key), None).map_err(|e| anyhow::anyhow!("{scenario}: {e}"))?;
         let unseals = text.lines().filter(|l| l.contains("\"action\":\"Unseal\"")).count();
         eprintln!("[faults] {scenario}: audit chain verifies: {} records, {unseals} unseals", summary.records);
+        // Every Secret made is in the trail, even one whose process died right after applying it:
+        // a successful Unseal or DriftRepair, or at least the ApplyStarted written before it.
+        let mentioned = self.audited(&["Unseal", "DriftRepair", "ApplyStarted"])?;
+        let unmentioned: Vec<String> =
+            self.secret_names().await?.into_iter().filter(|n| !mentioned.contains(n)).collect();
+        anyhow::ensure!(unmentioned.is_empty(), "{scenario}: Secrets the audit trail never mentions: {unmentioned:?}");
         Ok(())
+    }
+
+    /// Names of the objects the audit log has a successful record of one of `actions` for.
+    fn audited(&self, actions: &[&str]) -> anyhow::Result<std::collections::HashSet<String>> {
+        let text = std::fs::read_to_string(&self.g.audit_log)?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["outcome"] == "success" && actions.iter().any(|a| r["action"] == *a))
+            .filter_map(|r| r["object"]["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// The scenario's Secrets that exist, as admin sees them now.
+    async fn secret_names(&self) -> anyhow::Result<Vec<String>> {
+        let secrets = self.ns.api::<Secret>().list_metadata(&ListParams::default()).await?;
+        Ok(secrets.items.into_iter().filter_map(|s| s.metadata.name).filter(|n| index_of(n).is_some()).collect())
     }
 
     /// Objects whose Secret exists but whose status was never written, and objects without a
@@ -350,6 +375,45 @@ async fn controller_sigkill_between_secret_and_status_then_restart() -> anyhow::
         r.g.ready().await?;
         r.converge("controller SIGKILL between Secret and status").await?;
         r.verify("controller SIGKILL between Secret and status", without_secret).await
+    })
+    .await
+}
+
+/// The apiserver applies Secrets whose answers never reach the controller, which then dies: the
+/// audit trail still mentions each of them (the `ApplyStarted` written before every apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_sigkill_after_applies_it_never_heard_back_from() -> anyhow::Result<()> {
+    scenario(|plane, ns| async move {
+        let mut r = Run::start(plane, ns).await?;
+        r.populate_and_start_unsealing().await?;
+        // Hold the answers until the apiserver has a Secret whose Unseal record the controller
+        // could not write yet (it waits for the apply's answer).
+        let mut attempt = 0;
+        let unheard = loop {
+            attempt += 1;
+            r.proxy.hold_answers();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let unsealed = r.audited(&["Unseal"])?;
+            let unheard = r.secret_names().await?.into_iter().filter(|n| !unsealed.contains(n)).count();
+            if unheard > 0 || attempt >= 30 {
+                break unheard;
+            }
+            r.proxy.resume();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        r.g.process.kill();
+        r.proxy.cut(Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, without_secret) = r.secrets_without_status().await?;
+        assert!(attempt < 30, "never caught the apiserver applying a Secret while its answer was held");
+        eprintln!(
+            "[faults] answers held, controller SIGKILL after {attempt} tries: {unheard} Secrets without an Unseal record, {without_secret} not written yet"
+        );
+        r.proxy.restore();
+        r.g.process.restart()?;
+        r.g.ready().await?;
+        r.converge("controller SIGKILL with answers held").await?;
+        r.verify("controller SIGKILL with answers held", without_secret).await
     })
     .await
 }
