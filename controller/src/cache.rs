@@ -139,6 +139,11 @@ impl Cache {
         self.read().entries.get(key).map(|e| e.to_object(key.namespace(), key.name(), self.group))
     }
 
+    /// Whether `key` is settled (see [`Entry::is_settled`]), if it is cached.
+    pub fn settled(&self, key: &Key) -> Option<bool> {
+        self.read().entries.get(key).map(Entry::is_settled)
+    }
+
     /// Every cached object, with whether it is settled.
     pub fn all(&self) -> Vec<(Key, bool)> {
         self.read().entries.iter().map(|(k, e)| (k.clone(), e.is_settled())).collect()

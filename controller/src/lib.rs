@@ -16,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod crd;
 pub mod decide;
+pub mod driver;
 pub mod error;
 pub mod http;
 pub mod key_ops;
@@ -204,7 +205,7 @@ async fn lead_and_work(
 
     let renewal = tokio::spawn(keys::renewal_loop(shared.clone()));
     let checkpoints = tokio::spawn(audit::cluster::checkpoint_loop(shared.clone()));
-    let work = reconcile::controllers(shared.clone()).for_each(|()| async {});
+    let work = driver::controllers(shared.clone()).for_each(|()| async {});
     let keep = async {
         match &lock {
             Some(l) => l.keep().await,

@@ -1,32 +1,23 @@
 //! Reconcile: fetch the inputs, [`decide`](crate::decide::decide), apply the decision.
 //!
-//! One controller runs per API group (and per watched namespace): a compact cache of the
-//! SealedSecrets, the Secrets it produced watched as metadata only (a direct edit or delete
-//! triggers a repair), and every object looked at again when the key registry changes; see
-//! `one_controller`.
+//! What drives it (watches, cache, lanes, workers) is [`crate::driver`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use gitseal_shared::audit::Outcome as AuditOutcome;
 use gitseal_shared::types::{ApiGroup, SealedSecretObject};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use tokio_stream::wrappers::WatchStream;
 
 use crate::Shared;
 use crate::audit::{AuditLog, now_rfc3339, object_of};
 use crate::backoff::Backoff;
 use crate::budget::WorkClass;
-use crate::cache::{Cache, Change};
-use crate::decide::{Decision, FIELD_MANAGER, Inputs, MANAGED_LABEL, Outcome, Reason, decide};
-use crate::lanes::{Key, Lane, Lanes};
-use crate::trim::Cached;
+use crate::decide::{Decision, FIELD_MANAGER, Inputs, Outcome, Reason, decide};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -312,184 +303,4 @@ pub fn error_policy(ss: Arc<SealedSecretObject>, error: &Error, shared: Arc<Shar
     let after = backoff.failed(&object);
     tracing::warn!(object = %object, error = %crate::error::report(error), retry_in = ?after, "reconcile failed; retrying");
     after
-}
-
-/// The controllers for every served group and namespace, merged into one stream to drive.
-pub fn controllers(shared: Arc<Shared>) -> impl Stream<Item = ()> + Send {
-    let mut groups = vec![ApiGroup::Gitseal];
-    if shared.config.bitnami_compat {
-        groups.push(ApiGroup::Bitnami);
-    }
-    let namespaces: Vec<Option<String>> = if shared.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        shared.config.namespaces.iter().cloned().map(Some).collect()
-    };
-    let mut streams = Vec::new();
-    for group in groups {
-        for ns in &namespaces {
-            streams.push(one_controller(shared.clone(), group, ns.clone()).boxed());
-        }
-    }
-    futures::stream::select_all(streams)
-}
-
-/// One controller: a watch of one group's SealedSecrets (in `ns`, or everywhere) kept in a
-/// compact cache ([`crate::trim::Cached`]), a metadata watch of the Secrets it produced, and
-/// the two lanes of [`crate::lanes`] worked through by at most `--workers` reconciles.
-///
-/// kube-runtime's `Controller` is not used: its scheduler queues every object of the initial
-/// list (about 800 bytes each, 40 MiB for 50,000 objects) before the first reconcile, and again
-/// on every key change. Here an object waits as one shared `namespace/name` in a lane.
-fn one_controller(shared: Arc<Shared>, group: ApiGroup, ns: Option<String>) -> impl Stream<Item = ()> + Send {
-    let client = shared.client.clone();
-    let (ss_api, secret_api): (Api<Cached>, Api<PartialObjectMeta<Secret>>) = match ns.as_deref() {
-        Some(ns) => (Api::namespaced_with(client.clone(), ns, &group), Api::namespaced(client, ns)),
-        None => (Api::all_with(client.clone(), &group), Api::all(client)),
-    };
-    let cache = Arc::new(Cache::new(group));
-    let lanes = Arc::new(Lanes::new(shared.standing.resync_backlog.clone()));
-    let backoff = Arc::new(Backoff::default());
-    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
-    shared.standing.watches_pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-
-    // The SealedSecrets: into the cache, and each applied one into its lane.
-    let objects = {
-        let (shared, lanes, cache, forget) = (shared.clone(), lanes.clone(), cache.clone(), backoff.clone());
-        watcher(ss_api, watcher::Config::default().any_semantic()).default_backoff().map(move |ev| match ev {
-            Ok(ev) => match cache.apply(ev.modify(|c| c.set_group(group))) {
-                Change::Applied(key, settled) => route(key, settled, &shared, &lanes),
-                Change::Deleted(key) => forget.succeeded(key.as_str()),
-                Change::Listed => {
-                    if !synced_tx.send_replace(true) {
-                        shared.standing.watches_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                        tracing::debug!(group = %group, objects = cache.len(), "SealedSecret watch synced");
-                    }
-                }
-                Change::None => {}
-            },
-            Err(e) => tracing::warn!(group = %group, error = %e, "SealedSecret watch failed; retrying"),
-        })
-    };
-    // The Secrets it produced: an edit or deletion (drift) puts the owner in the resync lane.
-    // The first list is skipped: every object is looked at after the start anyway.
-    let secrets = {
-        let lanes = lanes.clone();
-        let mut listed = false;
-        watcher(secret_api, watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true"))).default_backoff().map(
-            move |ev| match ev {
-                Ok(watcher::Event::InitDone) => listed = true,
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) if !listed => {}
-                Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s) | watcher::Event::InitApply(s)) => {
-                    if let Some(key) = owner_of(&s, group) {
-                        lanes.defer(key);
-                    }
-                }
-                Ok(watcher::Event::Init) => {}
-                Err(e) => tracing::warn!(group = %group, error = %e, "Secret watch failed; retrying"),
-            },
-        )
-    };
-    // A key change, and with shards a gained shard, looks at every cached object again.
-    let key_changes = WatchStream::from_changes(shared.registry.subscribe()).map(|_| ());
-    let everything: futures::stream::BoxStream<'static, ()> = match &shared.standing.shards {
-        Some(shards) => futures::stream::select(key_changes, shards.gains()).boxed(),
-        None => key_changes.boxed(),
-    };
-    let everything = {
-        let (shared, lanes, cache) = (shared.clone(), lanes.clone(), cache.clone());
-        everything.map(move |()| {
-            for (key, settled) in cache.all() {
-                route(key, settled, &shared, &lanes);
-            }
-        })
-    };
-    let work = futures::stream::once(drain(lanes, cache, synced_rx, shared, backoff));
-    futures::stream::select_all([objects.boxed(), secrets.boxed(), everything.boxed(), work.boxed()])
-}
-
-/// The SealedSecret of `group` that controls Secret `s`, if any.
-fn owner_of(s: &PartialObjectMeta<Secret>, group: ApiGroup) -> Option<Key> {
-    let ns = s.metadata.namespace.as_deref()?;
-    let owner = s.metadata.owner_references.as_ref()?.iter().find(|o| {
-        o.controller == Some(true) && o.kind == gitseal_shared::types::KIND && o.api_version == group.api_version()
-    })?;
-    Some(Key::new(ns, &owner.name))
-}
-
-/// Put a cached object in its lane (see [`crate::lanes::lane_of`]).
-fn route(key: Key, settled: bool, shared: &Shared, lanes: &Lanes) {
-    match crate::lanes::lane_of(key.namespace(), key.name(), settled, shared.standing.shards.as_deref()) {
-        // Another replica's shard (a gain routes it again).
-        Lane::Elsewhere => {}
-        Lane::Resync => lanes.defer(key),
-        Lane::Urgent => lanes.urgent(key),
-    }
-}
-
-/// Reconcile what the lanes hand out, at most `--workers` at a time, once the watch has listed
-/// every object; one slot is kept for urgent work. A retry goes back into its lane after its
-/// delay (an object that failed is usually unchanged: the resync lane).
-async fn drain(
-    lanes: Arc<Lanes>,
-    cache: Arc<Cache>,
-    mut synced: tokio::sync::watch::Receiver<bool>,
-    shared: Arc<Shared>,
-    backoff: Arc<Backoff>,
-) {
-    if synced.wait_for(|s| *s).await.is_err() {
-        return;
-    }
-    let mut running = futures::stream::FuturesUnordered::new();
-    let mut later = futures::stream::FuturesUnordered::new();
-    let workers = usize::from(shared.config.workers).max(1);
-    let resync_slots = workers.saturating_sub(1).max(1);
-    let mut resyncing = 0usize;
-    loop {
-        tokio::select! {
-            slot = lanes.next(resyncing < resync_slots), if running.len() < workers => {
-                let key = slot.key().clone();
-                let cached = cache.get(&key);
-                let urgent = slot.is_urgent();
-                resyncing += usize::from(!urgent);
-                let shared = shared.clone();
-                let backoff = backoff.clone();
-                running.push(async move {
-                    let again = match cached {
-                        // Deleted meanwhile: its Secret goes through the owner reference.
-                        None => {
-                            backoff.succeeded(key.as_str());
-                            None
-                        }
-                        Some(ss) => {
-                            let ss = Arc::new(ss);
-                            match crate::shard::reconcile_for(ss.clone(), shared.clone()).await {
-                                Ok(again) => {
-                                    backoff.succeeded(key.as_str());
-                                    again
-                                }
-                                Err(e) => Some(error_policy(ss, &e, shared, &backoff)),
-                            }
-                        }
-                    };
-                    drop(slot);
-                    (key, urgent, again)
-                });
-            }
-            Some((key, urgent, again)) = running.next(), if !running.is_empty() => {
-                resyncing -= usize::from(!urgent);
-                if let Some(after) = again {
-                    let (lanes, cache, shared) = (lanes.clone(), cache.clone(), shared.clone());
-                    later.push(async move {
-                        tokio::time::sleep(after).await;
-                        if let Some(ss) = cache.get(&key) {
-                            let settled = ss.metadata.deletion_timestamp.is_none() && crate::lanes::is_unchanged(&ss);
-                            route(key, settled, &shared, &lanes);
-                        }
-                    });
-                }
-            }
-            Some(()) = later.next(), if !later.is_empty() => {}
-        }
-    }
 }

@@ -73,7 +73,7 @@ pub async fn lead_and_work(
 }
 
 async fn reconcile_streams(shared: Arc<Shared>) {
-    crate::reconcile::controllers(shared).for_each(|()| async {}).await;
+    crate::driver::controllers(shared).for_each(|()| async {}).await;
 }
 
 /// The work only one replica does (key renewal, the digest key, audit checkpoints), under the
