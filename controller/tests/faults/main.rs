@@ -242,6 +242,24 @@ impl Run {
         Ok(())
     }
 
+    /// SIGKILL the controller and drop what the proxy held for it: none of it may reach the
+    /// apiserver.
+    async fn kill(&mut self) {
+        self.g.process.kill();
+        self.proxy.cut(Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Start the killed controller again on a healthy network; the run must converge with
+    /// `owed` decryptions.
+    async fn restart_and_verify(&mut self, scenario: &str, owed: usize) -> anyhow::Result<()> {
+        self.proxy.restore();
+        self.g.process.restart()?;
+        self.g.ready().await?;
+        self.converge(scenario).await?;
+        self.verify(scenario, owed).await
+    }
+
     /// Names of the objects the audit log has a successful record of one of `actions` for.
     fn audited(&self, actions: &[&str]) -> anyhow::Result<std::collections::HashSet<String>> {
         let text = std::fs::read_to_string(&self.g.audit_log)?;
@@ -360,21 +378,14 @@ async fn controller_sigkill_between_secret_and_status_then_restart() -> anyhow::
             r.proxy.resume();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        r.g.process.kill();
-        // Drop what the proxy held for the dead process: none of it may reach the apiserver.
-        r.proxy.cut(Duration::ZERO);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        r.kill().await;
         // What the restarted process finds: nothing can write for the dead one any more.
         let (between, without_secret) = r.secrets_without_status().await?;
         assert!(between > 0, "never caught the controller between a Secret and its status");
         eprintln!(
             "[faults] controller SIGKILL: {between} Secrets written without their status, {without_secret} not written yet"
         );
-        r.proxy.restore();
-        r.g.process.restart()?;
-        r.g.ready().await?;
-        r.converge("controller SIGKILL between Secret and status").await?;
-        r.verify("controller SIGKILL between Secret and status", without_secret).await
+        r.restart_and_verify("controller SIGKILL between Secret and status", without_secret).await
     })
     .await
 }
@@ -401,19 +412,13 @@ async fn controller_sigkill_after_applies_it_never_heard_back_from() -> anyhow::
             r.proxy.resume();
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        r.g.process.kill();
-        r.proxy.cut(Duration::ZERO);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        r.kill().await;
         let (_, without_secret) = r.secrets_without_status().await?;
         assert!(attempt < 30, "never caught the apiserver applying a Secret while its answer was held");
         eprintln!(
             "[faults] answers held, controller SIGKILL after {attempt} tries: {unheard} Secrets without an Unseal record, {without_secret} not written yet"
         );
-        r.proxy.restore();
-        r.g.process.restart()?;
-        r.g.ready().await?;
-        r.converge("controller SIGKILL with answers held").await?;
-        r.verify("controller SIGKILL with answers held", without_secret).await
+        r.restart_and_verify("controller SIGKILL with answers held", without_secret).await
     })
     .await
 }
