@@ -215,3 +215,38 @@ fn a_token_that_goes_away_is_unavailable_never_a_decryption_failure_and_comes_ba
     // A wrong label is still a plain decryption failure.
     assert!(matches!(key.unwrap(&wrapped, b"other"), Err(gitseal_shared::Error::DecryptionFailed)));
 }
+
+/// The custody check (and the certificate signature, the same path) after the token was away:
+/// the cached handle is stale and the object forgotten until the library is re-opened; it is
+/// looked up again rather than reported gone.
+#[test]
+fn a_stale_handle_is_looked_up_again_for_the_custody_check() {
+    if !in_child_with_token("a_stale_handle_is_looked_up_again_for_the_custody_check") {
+        return;
+    }
+    let token = open_token(2);
+    let (cert, object) = token
+        .generate(gitseal_keys::RsaBits::Rsa2048, "", OffsetDateTime::now_utc(), time::Duration::days(30))
+        .unwrap();
+    let key = token.key(&object, &cert).unwrap();
+    let (sensitive, _, readable) = key.custody().unwrap();
+    assert!(sensitive && !readable);
+    let (dir, away) = (token_dir(), token_dir().with_extension("away"));
+    std::fs::rename(&dir, &away).unwrap();
+    assert!(key.custody().is_err(), "gone while the token is away");
+    std::fs::rename(&away, &dir).unwrap();
+    // Back: the handle the key cached is stale and SoftHSM forgot the object until the library
+    // is initialised again (at most once a second).
+    let started = std::time::Instant::now();
+    let (sensitive, _, readable) = loop {
+        match key.custody() {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("the key object was not found again within 5 s: {e}"),
+        }
+    };
+    assert!(sensitive && !readable);
+    assert!(token.reconnects() >= 1, "the library was re-opened to find it");
+}

@@ -411,12 +411,34 @@ impl TokenKey {
         &self.object
     }
 
+    /// Run `op` on the key's object, `None` if the token has no such object. A handle the token
+    /// no longer knows is looked up again, and an object the token forgot while it was away is
+    /// looked for once more after re-opening the library (at most once a second), as
+    /// [`UnwrapKey::unwrap`] does.
+    fn with_object<T>(&self, op: impl Fn(&Session, ObjectHandle) -> cryptoki::error::Result<T>) -> Result<Option<T>> {
+        let attempt = || {
+            self.token.pool.with_session(|s| {
+                for _ in 0..2 {
+                    let Some(h) = self.lookup(s)? else { return Ok(None) };
+                    match op(s, h) {
+                        Err(CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)) => {
+                            self.forget_handle();
+                        }
+                        other => return other.map(Some),
+                    }
+                }
+                Ok(None)
+            })
+        };
+        match attempt()? {
+            None if self.token.pool.refresh(REFRESH_EVERY) => attempt(),
+            found => Ok(found),
+        }
+    }
+
     /// Sign `data` with CKM_SHA256_RSA_PKCS (the certificate's self-signature).
     pub(crate) fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>> {
-        self.token
-            .pool
-            .with_session(|s| self.lookup(s)?.map(|h| s.sign(&Mechanism::Sha256RsaPkcs, h, data)).transpose())?
-            .ok_or_else(|| self.gone())
+        self.with_object(|s, h| s.sign(&Mechanism::Sha256RsaPkcs, h, data))?.ok_or_else(|| self.gone())
     }
 
     fn gone(&self) -> Error {
@@ -426,24 +448,21 @@ impl TokenKey {
     /// CKA_SENSITIVE and CKA_EXTRACTABLE as the token reports them, and whether any private
     /// number (CKA_PRIVATE_EXPONENT, CKA_PRIME_1) could be read.
     pub fn custody(&self) -> Result<(bool, bool, bool)> {
-        self.token
-            .pool
-            .with_session(|s| {
-                let Some(h) = self.lookup(s)? else { return Ok(None) };
-                let attrs = s.get_attributes(h, &[AttributeType::Sensitive, AttributeType::Extractable])?;
-                let (mut sensitive, mut extractable) = (false, true);
-                for a in attrs {
-                    match a {
-                        Attribute::Sensitive(v) => sensitive = v,
-                        Attribute::Extractable(v) => extractable = v,
-                        _ => {}
-                    }
+        self.with_object(|s, h| {
+            let attrs = s.get_attributes(h, &[AttributeType::Sensitive, AttributeType::Extractable])?;
+            let (mut sensitive, mut extractable) = (false, true);
+            for a in attrs {
+                match a {
+                    Attribute::Sensitive(v) => sensitive = v,
+                    Attribute::Extractable(v) => extractable = v,
+                    _ => {}
                 }
-                let private = s.get_attributes(h, &[AttributeType::PrivateExponent, AttributeType::Prime1]);
-                let readable = private.is_ok_and(|v| !v.is_empty());
-                Ok(Some((sensitive, extractable, readable)))
-            })?
-            .ok_or_else(|| self.gone())
+            }
+            let private = s.get_attributes(h, &[AttributeType::PrivateExponent, AttributeType::Prime1]);
+            let readable = private.is_ok_and(|v| !v.is_empty());
+            Ok((sensitive, extractable, readable))
+        })?
+        .ok_or_else(|| self.gone())
     }
 }
 
