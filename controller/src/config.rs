@@ -95,7 +95,9 @@ pub struct RunArgs {
     /// any other is refused and audited. Empty: any recipient the caller names.
     #[arg(long, env = "GITSEAL_BACKUP_RECIPIENTS", value_delimiter = ',')]
     pub backup_recipients: Vec<String>,
-    /// Concurrent reconciles (each may spend RSA private operations).
+    /// Concurrent reconciles (each may spend RSA private operations). New and changed objects
+    /// go first; with 2 or more, one is always kept for them while unchanged objects are
+    /// re-checked.
     #[arg(long, env = "GITSEAL_WORKERS", default_value_t = 4)]
     pub workers: u16,
     /// Address of the HTTP API (/v1/cert.pem, /v1/verify, /v1/rotate, /v1/recipients, probes).
