@@ -21,7 +21,6 @@ use gitseal_shared::types::{ApiGroup, SealedSecretObject, SealedSecretSpec, Seal
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::DynamicResourceScope;
-use kube::runtime::watcher;
 
 use crate::decide::digest::sealed_digest_bytes;
 use crate::decide::sealed_digest;
@@ -207,10 +206,6 @@ impl Cached {
         Cached { meta, group, entry }
     }
 
-    pub fn group(&self) -> ApiGroup {
-        self.group
-    }
-
     /// The group is the watch's, whatever the object said (list items may omit `apiVersion`).
     pub fn set_group(&mut self, group: ApiGroup) {
         self.group = group;
@@ -324,18 +319,6 @@ impl<'de> serde::Deserialize<'de> for Cached {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let ss = SealedSecretObject::deserialize(d)?;
         Ok(Cached::new(&ss, ApiGroup::of(&ss).unwrap_or_default()))
-    }
-}
-
-/// A watch event of whole objects as one of cached objects of `group`.
-pub fn event_for_cache(ev: watcher::Event<SealedSecretObject>, group: ApiGroup) -> watcher::Event<Cached> {
-    use watcher::Event;
-    match ev {
-        Event::Apply(o) => Event::Apply(Cached::new(&o, group)),
-        Event::Delete(o) => Event::Delete(Cached::new(&o, group)),
-        Event::Init => Event::Init,
-        Event::InitApply(o) => Event::InitApply(Cached::new(&o, group)),
-        Event::InitDone => Event::InitDone,
     }
 }
 
