@@ -263,4 +263,25 @@ mod tests {
         }
         assert_eq!((r.len(), r.queue.len()), (1, 1));
     }
+
+    #[test]
+    fn a_secret_triggers_only_the_sealed_secret_of_its_own_namespace_that_controls_it() {
+        let secret = |owners: serde_json::Value| -> PartialObjectMeta<Secret> {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "namespace": "team-a", "ownerReferences": owners}
+            }))
+            .unwrap()
+        };
+        let owner = |api_version: &str, controller: bool| {
+            serde_json::json!([{"apiVersion": api_version, "kind": "SealedSecret", "name": "db", "uid": "u",
+                                "controller": controller}])
+        };
+        let ours = secret(owner(ApiGroup::Gitseal.api_version(), true));
+        assert_eq!(owner_of(&ours, ApiGroup::Gitseal), Some(Key::new("team-a", "db")));
+        // Another group's object, or a reference that does not control the Secret: nothing.
+        assert_eq!(owner_of(&ours, ApiGroup::Bitnami), None);
+        assert_eq!(owner_of(&secret(owner(ApiGroup::Gitseal.api_version(), false)), ApiGroup::Gitseal), None);
+        assert_eq!(owner_of(&secret(serde_json::json!([])), ApiGroup::Gitseal), None);
+    }
 }

@@ -38,9 +38,13 @@ const SHRINK_ABOVE: usize = 1024;
 /// Whether the object's status says this generation was already reconciled (successfully or
 /// not): a resync, not news.
 pub fn is_unchanged(ss: &SealedSecretObject) -> bool {
-    ss.status
-        .as_ref()
-        .is_some_and(|s| s.observed_generation.is_some() && s.observed_generation == ss.metadata.generation)
+    covers(ss.status.as_ref().and_then(|s| s.observed_generation), ss.metadata.generation)
+}
+
+/// The one rule behind [`is_unchanged`] and the cache's entries: a status that observed this
+/// generation.
+pub fn covers(observed_generation: Option<i64>, generation: Option<i64>) -> bool {
+    observed_generation.is_some() && observed_generation == generation
 }
 
 /// Where the controller's reconcile sends an object.

@@ -236,7 +236,7 @@ impl Cached {
 impl Entry {
     /// Whether the status says this generation was already reconciled (see [`crate::lanes`]).
     pub fn is_unchanged(&self) -> bool {
-        self.observed_generation.is_some() && self.observed_generation == self.generation
+        crate::lanes::covers(self.observed_generation, self.generation)
     }
 
     /// Unchanged and not being deleted: the resync lane's (see [`crate::lanes::lane_of`]).

@@ -12,7 +12,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
-use gitseal_keys::pkcs11::{Token, TokenConfig};
+use gitseal_keys::Certificate;
+use gitseal_keys::pkcs11::{ObjectRef, Token, TokenConfig, TokenKey};
 use gitseal_shared::value::{DecryptionKey, RecipientSet, UnwrapKey, UnwrapPath, open};
 use gitseal_shared::{Scope, Target};
 use time::OffsetDateTime;
@@ -168,6 +169,30 @@ fn softhsm_key_is_made_in_the_token_unwraps_through_the_seam_and_survives_a_rest
     assert!(token.key(&imported, &cert).is_err());
 }
 
+/// `op` once it succeeds, retried every 100 ms while `again` says its error may pass; panics
+/// after 5 s (the token re-opens the library at most once a second).
+fn within_5s<T, E: std::fmt::Debug>(op: impl Fn() -> Result<T, E>, again: impl Fn(&E) -> bool) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match op() {
+            Ok(v) => return v,
+            Err(e) if again(&e) && started.elapsed() < std::time::Duration::from_secs(5) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("the token did not come back within 5 s: {e:?}"),
+        }
+    }
+}
+
+/// A new RSA-2048 key in `token`: its certificate, object and key.
+fn new_key(token: &Arc<Token>) -> (Certificate, ObjectRef, Arc<TokenKey>) {
+    let (cert, object) = token
+        .generate(gitseal_keys::RsaBits::Rsa2048, "", OffsetDateTime::now_utc(), time::Duration::days(30))
+        .unwrap();
+    let key = token.key(&object, &cert).unwrap();
+    (cert, object, key)
+}
+
 /// The token directory of the SOFTHSM2_CONF this child runs with.
 fn token_dir() -> PathBuf {
     let conf = std::fs::read_to_string(std::env::var_os("SOFTHSM2_CONF").unwrap()).unwrap();
@@ -184,10 +209,7 @@ fn a_token_that_goes_away_is_unavailable_never_a_decryption_failure_and_comes_ba
         return;
     }
     let token = open_token(2);
-    let (cert, object) = token
-        .generate(gitseal_keys::RsaBits::Rsa2048, "", OffsetDateTime::now_utc(), time::Duration::days(30))
-        .unwrap();
-    let key = token.key(&object, &cert).unwrap();
+    let (cert, _, key) = new_key(&token);
     let wrapped = wrap(cert.spki_der(), &[7u8; 32], b"ns/name");
     assert_eq!(key.unwrap(&wrapped, b"ns/name").unwrap().expose(), &[7u8; 32]);
 
@@ -200,16 +222,8 @@ fn a_token_that_goes_away_is_unavailable_never_a_decryption_failure_and_comes_ba
     std::fs::rename(&away, &dir).unwrap();
     // Back without anything else happening: unwrapping re-opens the library (at most once a
     // second, so the first try may fall inside the second of the last failed re-open).
-    let started = std::time::Instant::now();
-    let opened = loop {
-        match key.unwrap(&wrapped, b"ns/name") {
-            Ok(v) => break v,
-            Err(gitseal_shared::Error::KeyUnavailable(_)) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => panic!("the token did not come back within 5 s: {e:?}"),
-        }
-    };
+    let opened =
+        within_5s(|| key.unwrap(&wrapped, b"ns/name"), |e| matches!(e, gitseal_shared::Error::KeyUnavailable(_)));
     assert_eq!(opened.expose(), &[7u8; 32]);
     assert!(token.reconnects() >= 1);
     // A wrong label is still a plain decryption failure.
@@ -225,10 +239,7 @@ fn a_stale_handle_is_looked_up_again_for_the_custody_check() {
         return;
     }
     let token = open_token(2);
-    let (cert, object) = token
-        .generate(gitseal_keys::RsaBits::Rsa2048, "", OffsetDateTime::now_utc(), time::Duration::days(30))
-        .unwrap();
-    let key = token.key(&object, &cert).unwrap();
+    let (_, _, key) = new_key(&token);
     let (sensitive, _, readable) = key.custody().unwrap();
     assert!(sensitive && !readable);
     let (dir, away) = (token_dir(), token_dir().with_extension("away"));
@@ -237,16 +248,7 @@ fn a_stale_handle_is_looked_up_again_for_the_custody_check() {
     std::fs::rename(&away, &dir).unwrap();
     // Back: the handle the key cached is stale and SoftHSM forgot the object until the library
     // is initialised again (at most once a second).
-    let started = std::time::Instant::now();
-    let (sensitive, _, readable) = loop {
-        match key.custody() {
-            Ok(c) => break c,
-            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => panic!("the key object was not found again within 5 s: {e}"),
-        }
-    };
+    let (sensitive, _, readable) = within_5s(|| key.custody(), |_| true);
     assert!(sensitive && !readable);
     assert!(token.reconnects() >= 1, "the library was re-opened to find it");
 }
